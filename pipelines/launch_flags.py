@@ -1,0 +1,121 @@
+"""Launch flags (the ones A1111 users know) -> Settings, decided once at start-up."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: bool = False
+    port: int | None = None
+    share: bool = False
+    api: bool = False
+    nowebui: bool = False
+    api_auth: str | None = None
+    gradio_auth: str | None = None
+    ckpt: Path | None = None
+    ckpt_dir: Path | None = None
+    vae_path: Path | None = None
+    vae_dir: Path | None = None
+    data_dir: Path = PROJECT_ROOT
+    outdir: Path | None = None
+    device_id: int | None = None
+    use_cpu: bool = False
+    no_half: bool = False
+    no_half_vae: bool = False
+    precision: str = "autocast"
+    medvram: bool = False
+    lowvram: bool = False
+    gradio_img2img_tool: str = "editor"
+    skip_torch_cuda_test: bool = False
+    opt_sdp_attention: bool = False
+    xformers: bool = False
+
+    @property
+    def server_name(self) -> str:
+        return "0.0.0.0" if self.listen else "127.0.0.1"
+
+    @property
+    def server_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return 7861 if self.nowebui else 7860
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def checkpoint_dirs(self) -> list[Path]:
+        dirs = [self.models_dir / "Stable-diffusion"]
+        if self.ckpt_dir is not None and self.ckpt_dir not in dirs:
+            dirs.append(self.ckpt_dir)
+        return dirs
+
+    @property
+    def vae_dirs(self) -> list[Path]:
+        dirs = [self.models_dir / "VAE"]
+        if self.vae_dir is not None:
+            dirs.append(self.vae_dir)
+        return dirs
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.outdir if self.outdir is not None else self.data_dir / "outputs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that names every valid flag when it meets an unknown one."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        valid = sorted(a for action in self._actions for a in action.option_strings if a.startswith("--"))
+        self.exit(2, f"{self.prog}: error: {message}\nValid flags: {' '.join(valid)}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="app.py", description="Stable Diffusion img2img studio (A1111-compatible flags)")
+    p.add_argument("--listen", action="store_true", help="bind 0.0.0.0 instead of 127.0.0.1")
+    p.add_argument("--port", type=int, help="port (default 7860; 7861 with --nowebui)")
+    p.add_argument("--share", action="store_true", help="ask Gradio for a public share link (needs internet)")
+    p.add_argument("--api", action="store_true", help="serve the /sdapi/v1 HTTP API beside the UI")
+    p.add_argument("--nowebui", action="store_true", help="serve the API alone")
+    p.add_argument("--api-auth", metavar="USER:PASS[,USER:PASS]", help="HTTP Basic credentials for the API")
+    p.add_argument("--gradio-auth", metavar="USER:PASS[,USER:PASS]", help="log-in credentials for the web UI")
+    p.add_argument("--ckpt", type=Path, help="checkpoint to load at start-up")
+    p.add_argument("--ckpt-dir", type=Path, help="an extra folder to search for checkpoints")
+    p.add_argument("--vae-path", type=Path, help="a VAE file to use instead of each checkpoint's own")
+    p.add_argument("--vae-dir", type=Path, help="an extra folder to search for VAE files")
+    p.add_argument("--data-dir", type=Path, default=PROJECT_ROOT, help="base folder for models/, outputs/, cache/")
+    p.add_argument("--outdir", type=Path, help="where images are saved (default <data-dir>/outputs)")
+    p.add_argument("--device-id", type=int, help="CUDA device index")
+    p.add_argument("--use-cpu", nargs="*", metavar="MODULE", help="run on the CPU (A1111 takes module names; any value means all)")
+    p.add_argument("--no-half", action="store_true", help="run the model in fp32")
+    p.add_argument("--no-half-vae", action="store_true", help="run the VAE in fp32")
+    p.add_argument("--precision", choices=["full", "half", "autocast"], default="autocast", help="full = fp32, half/autocast = fp16 on GPU")
+    p.add_argument("--medvram", action="store_true", help="keep only the active model on the GPU (model CPU offload)")
+    p.add_argument("--lowvram", action="store_true", help="stream weights to the GPU layer by layer (sequential CPU offload)")
+    p.add_argument("--gradio-img2img-tool", choices=["editor", "color-sketch"], default="editor", help="color-sketch: a colour brush on the img2img upload")
+    p.add_argument("--skip-torch-cuda-test", action="store_true", help="accepted for A1111 compatibility")
+    p.add_argument("--opt-sdp-attention", action="store_true", help="accepted: PyTorch SDPA attention is always used")
+    p.add_argument("--xformers", action="store_true", help="accepted: PyTorch SDPA attention is used instead")
+    return p
+
+
+def parse_flags(argv: list[str] | None = None) -> Settings:
+    """Parse launch flags; an unknown flag exits with status 2 and the list of valid flags."""
+    ns = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    values = vars(ns)
+    values["use_cpu"] = ns.use_cpu is not None  # `--use-cpu` or `--use-cpu all`
+    data_dir = values["data_dir"].resolve()
+    values["data_dir"] = data_dir
+    return Settings(**values)

@@ -1,0 +1,44 @@
+"""diffusers pipelines with one change: the initial noise comes from the engine (seeds, variation seeds).
+
+diffusers draws img2img noise inside `prepare_latents` from the generator; A1111's variation seed needs
+noise blended from two seeds, so the engine computes it and the pipeline only adds it at the start step.
+Everything else (the sampling loop, CFG, scheduler steps, decoding) is diffusers' own code.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from diffusers import StableDiffusionImg2ImgPipeline
+
+
+class SeededImg2ImgPipeline(StableDiffusionImg2ImgPipeline):
+    """Takes `image` as already-encoded, scaled init latents and noise from `with pipe.noise(...)`."""
+
+    _initial_noise: torch.Tensor | None = None
+
+    @contextmanager
+    def noise(self, noise: torch.Tensor) -> Iterator[None]:
+        self._initial_noise = noise
+        try:
+            yield
+        finally:
+            self._initial_noise = None
+
+    def prepare_latents(self, image, timestep, batch_size, num_images_per_prompt, dtype, device, generator=None):
+        if self._initial_noise is None or image.shape[1] != self.vae.config.latent_channels:
+            raise RuntimeError("SeededImg2ImgPipeline expects init latents and noise set with pipe.noise()")
+        latents = image.to(device=device, dtype=dtype)
+        count = batch_size * num_images_per_prompt
+        if latents.shape[0] != count:
+            latents = latents.expand(count, *latents.shape[1:])
+        noise = self._initial_noise.to(device=device, dtype=dtype)
+        return self.scheduler.add_noise(latents, noise, timestep)
+
+
+def build_img2img_pipeline(components) -> SeededImg2ImgPipeline:
+    return SeededImg2ImgPipeline(
+        **components.as_dict(), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up (first run only) and run the test suite: ./test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")"
+bash tools/setup_env.sh test
+# The browser tests drive Debian's Chromium (never a browser downloaded by Playwright).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "could not install chromium"
+fi
+export GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+exec .venv/bin/python -m pytest -q "$@"
