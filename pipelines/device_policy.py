@@ -53,9 +53,10 @@ class DevicePolicy:
 
     def place_components(self, components: Any) -> None:
         """Cast loaded components (SDComponents) to the policy's dtypes; move them unless offloading."""
-        components.unet.to(dtype=self.dtype)
-        components.text_encoder.to(dtype=self.dtype)
-        components.vae.to(dtype=self.vae_dtype)
+        for module, dtype in ((components.unet, self.dtype), (components.text_encoder, self.dtype),
+                              (components.vae, self.vae_dtype)):
+            if module.dtype != dtype:  # skip no-op casts (diffusers warns on every .to(dtype))
+                module.to(dtype=dtype)
         if self.memory_mode is MemoryMode.NORMAL:
             for module in (components.unet, components.text_encoder, components.vae):
                 module.to(self.device)

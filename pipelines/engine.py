@@ -99,10 +99,9 @@ class Engine:
         model = self.models.current
         pipe = self.models.pipeline("img2img")
         device = pipe._execution_device
-        pipe.scheduler = sampler.make_scheduler(model.components.scheduler.config)
-
         seed = resolve_seed(req.seed)
         subseed = resolve_seed(req.subseed)
+        pipe.scheduler = sampler.make_scheduler(model.components.scheduler.config, seed)
         result = GenerationResult(prompt=req.prompt, negative_prompt=req.negative_prompt, seed=seed,
                                   subseed=subseed, width=req.width, height=req.height)
         init_latents = self._encode_init_image(pipe, req)

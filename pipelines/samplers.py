@@ -65,10 +65,15 @@ class SamplerChoice:
     def name(self) -> str:
         return self.spec.name
 
-    def make_scheduler(self, base_config: Any) -> Any:
-        """A fresh scheduler of this kind, built from the model's own scheduler config."""
+    def make_scheduler(self, base_config: Any, seed: int = 0) -> Any:
+        """A fresh scheduler of this kind, built from the model's own scheduler config.
+
+        `seed` feeds samplers that draw their own noise (DPM++ SDE's Brownian tree), so they repeat too.
+        """
         cls = getattr(diffusers, self.spec.scheduler_class)
         overrides = dict(self.spec.options)
+        if "noise_sampler_seed" in inspect.signature(cls.__init__).parameters:
+            overrides["noise_sampler_seed"] = seed
         flag = _SCHEDULE_FLAGS.get(self.resolved_schedule)
         if flag:
             overrides[flag] = True
