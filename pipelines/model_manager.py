@@ -62,7 +62,7 @@ class ModelManager:
         if extra is not None and extra.exists() and all(c.path != extra.resolve() for c in found):
             found.append(CheckpointInfo(extra.stem, extra.resolve(), self._hash_of(extra)))
         self.checkpoints = found
-        self.vae_files = discover_vaes(self.settings.vae_dirs)
+        self.vae_files = discover_vaes(self.settings.vae_dirs, checkpoint_dirs=self.settings.checkpoint_dirs)
 
     def checkpoint_titles(self) -> list[str]:
         return [c.title for c in self.checkpoints] or [DEMO_INFO.title]
@@ -75,7 +75,8 @@ class ModelManager:
         if name in (DEMO_INFO.title, DEMO_INFO.name) and not self.checkpoints:
             return DEMO_INFO
         for c in self.checkpoints:
-            if name in (c.title, c.name, c.short_hash) or (c.path is not None and name == c.path.name):
+            file_title = f"{c.path.name} [{c.short_hash}]" if c.path is not None else None  # A1111's form
+            if name in (c.title, c.name, c.short_hash, file_title) or (c.path is not None and name == c.path.name):
                 return c
         raise ModelNotFound(f"checkpoint {name!r} not found; known: {', '.join(self.checkpoint_titles())}")
 
@@ -99,7 +100,8 @@ class ModelManager:
             if self._current is not None and self._current.info == info:
                 return info
             self.unload()  # free the old weights before reading the new ones: peak memory = one model
-            components = build_demo_components() if info.is_demo else load_checkpoint(info.path, self.policy.dtype)
+            components = (build_demo_components() if info.is_demo
+                          else load_checkpoint(info.path, self.policy.dtype, vae_dtype=self.policy.vae_dtype))
             self._current = LoadedModel(info, components, own_vae=components.vae)
             self._apply_vae_choice()
             log.info("Loaded %s (%s)", info.title, self.policy.describe())

@@ -36,6 +36,33 @@ RESIZE_MODE_LABELS = {
     ResizeMode.LATENT_UPSCALE: "Just resize (latent upscale)",
 }
 
+class MaskMode(enum.IntEnum):
+    INPAINT_MASKED = 0
+    INPAINT_NOT_MASKED = 1  # the API's inpainting_mask_invert=1
+
+
+class MaskedContent(enum.IntEnum):
+    """What the masked area starts from (the API's inpainting_fill)."""
+
+    FILL = 0
+    ORIGINAL = 1
+    LATENT_NOISE = 2
+    LATENT_NOTHING = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", " ")
+
+
+class InpaintArea(enum.IntEnum):
+    WHOLE_PICTURE = 0
+    ONLY_MASKED = 1  # the API's inpaint_full_res=true
+
+    @property
+    def label(self) -> str:
+        return "Whole picture" if self is InpaintArea.WHOLE_PICTURE else "Only masked"
+
+
 MIN_SIDE, MAX_SIDE = 64, 2048
 MAX_BATCH_SIZE = 8
 
@@ -60,6 +87,17 @@ class Img2ImgRequest:
     subseed_strength: float = 0.0
     batch_size: int = 1
     n_iter: int = 1  # batch count
+    # Inpainting: a mask (white = redraw) turns the run into an inpaint run.
+    mask: Image.Image | None = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_mode: MaskMode = MaskMode.INPAINT_MASKED
+    masked_content: MaskedContent = MaskedContent.ORIGINAL
+    inpaint_area: InpaintArea = InpaintArea.WHOLE_PICTURE
+    only_masked_padding: int = 32
+    mask_grow: int = 0  # px: > 0 dilates, < 0 erodes, before the blur
+    soft_inpainting: bool = False  # per-pixel denoising strength from the blurred mask (differential diffusion)
+    color_correction: bool = False  # match the output's colours to the init image (LAB histogram)
     save_images: bool = True
     # Free-form extras a front end or script adds to the infotext (e.g. script parameters).
     extra_generation_params: dict[str, Any] = field(default_factory=dict)
@@ -95,6 +133,25 @@ class Img2ImgRequest:
             except (ValueError, TypeError):
                 raise RequestError("resize_mode", f"{self.resize_mode!r} is not one of 0, 1, 2, 3") from None
         resolve_sampler(self.sampler_name, self.scheduler)  # raises RequestError on unknown names
+        self._validate_inpaint()
+
+    def _validate_inpaint(self) -> None:
+        if self.mask is not None and not isinstance(self.mask, Image.Image):
+            raise RequestError("mask", f"expected a decoded image, got {type(self.mask).__name__}")
+        for name in ("mask_blur_x", "mask_blur_y"):
+            _check_int(name, getattr(self, name))
+            _check_range(name, getattr(self, name), 0, 64)
+        _check_int("only_masked_padding", self.only_masked_padding)
+        _check_range("only_masked_padding", self.only_masked_padding, 0, 256)
+        _check_int("mask_grow", self.mask_grow)
+        _check_range("mask_grow", self.mask_grow, -64, 64)
+        for name, kind in (("mask_mode", MaskMode), ("masked_content", MaskedContent), ("inpaint_area", InpaintArea)):
+            value = getattr(self, name)
+            try:
+                setattr(self, name, kind(value))
+            except (ValueError, TypeError):
+                allowed = ", ".join(f"{m.value} ({m.name.lower()})" for m in kind)
+                raise RequestError(name, f"{value!r} is not one of {allowed}") from None
 
     def replace(self, **changes: Any) -> "Img2ImgRequest":
         """A copy with some fields changed: scripts derive requests instead of mutating shared ones."""
