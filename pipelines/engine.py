@@ -1,8 +1,9 @@
 """The img2img engine: a validated request in, images with seeds and infotexts out.
 
-One run, top to bottom: validate -> pick sampler -> prepare the init image (resize mode) -> encode it
-and the prompts once -> for each batch: seeded noise, diffusers' sampling loop with a progress/cancel
-callback -> infotext -> save. Runs are serialised: one job at a time on the model.
+One run, top to bottom: validate -> pick sampler and pipeline -> prepare the init image (resize mode, or
+the inpaint plan: mask, only-masked crop, fill) -> encode it and the prompts once -> for each batch:
+seeded noise, masked content, diffusers' sampling loop with a progress/cancel/blend callback ->
+composite -> infotext -> save. Runs are serialised: one job at a time on the model.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from PIL import Image
 
 from pipelines import image_ops
 from pipelines.infotext import build_infotext
+from pipelines.inpaint_prep import InpaintPlan, apply_masked_content, finish_inpaint, latent_mask, plan_inpaint
 from pipelines.latent_preview import latent_preview
 from pipelines.model_manager import ModelManager
 from pipelines.noise import initial_noise, resolve_seed
 from pipelines.outputs import dated_output_dir, save_image
 from pipelines.progress import JobControl, ProgressCallback, ProgressUpdate
 from pipelines.prompt_encoding import encode_prompts
-from pipelines.requests import Img2ImgRequest, ResizeMode
+from pipelines.requests import Img2ImgRequest, InpaintArea, MaskedContent, MaskMode, ResizeMode
 from pipelines.samplers import SamplerChoice, resolve_sampler
 
 VERSION = "img2img-studio 0.1.0"
@@ -47,6 +49,20 @@ class GenerationResult:
     interrupted: bool = False
     skipped_batches: int = 0
     notices: list[str] = field(default_factory=list)  # things the user should know, e.g. a fallback taken
+
+
+@dataclass
+class _RunInputs:
+    """What every batch of one run shares."""
+
+    req: Img2ImgRequest
+    pipe: Any
+    init_latents: torch.Tensor  # (1 or batch, 4, h/8, w/8), scaled
+    prompt_embeds: torch.Tensor
+    negative_embeds: torch.Tensor
+    images: list[Image.Image]  # the prepared init pictures (one, or one per batch item)
+    plan: InpaintPlan | None  # None for plain img2img
+    mask: torch.Tensor | None  # latent-size mask (1, 1, h, w): binary, or soft for soft inpainting
 
 
 class _Stop(Exception):
@@ -97,27 +113,23 @@ class Engine:
     def _run(self, req: Img2ImgRequest, on_progress: ProgressCallback, control: JobControl) -> GenerationResult:
         sampler = resolve_sampler(req.sampler_name, req.scheduler)
         model = self.models.current
-        pipe = self.models.pipeline("img2img")
-        device = pipe._execution_device
-        seed = resolve_seed(req.seed)
-        subseed = resolve_seed(req.subseed)
+        nine_channel = model.components.is_inpainting
+        pipe = self.models.pipeline("inpaint" if nine_channel else "img2img")
+        seed, subseed = resolve_seed(req.seed), resolve_seed(req.subseed)
         pipe.scheduler = sampler.make_scheduler(model.components.scheduler.config, seed)
         result = GenerationResult(prompt=req.prompt, negative_prompt=req.negative_prompt, seed=seed,
                                   subseed=subseed, width=req.width, height=req.height)
-        init_latents = self._encode_init_image(pipe, req)
-        prompt_embeds, negative_embeds = encode_prompts(
-            pipe.tokenizer, pipe.text_encoder, req.prompt, req.negative_prompt, device)
+        inputs = self._prepare(req, pipe)
         started = time.monotonic()
-
         for job in range(req.n_iter):
             if control.interrupted:
                 result.interrupted = True
                 break
-            seeds = [seed + job * req.batch_size + i for i in range(req.batch_size)]
-            subseeds = [subseed + job * req.batch_size + i for i in range(req.batch_size)]
+            first = seed + job * req.batch_size
+            seeds = list(range(first, first + req.batch_size))
+            subseeds = [subseed + s - seed for s in seeds]
             try:
-                images = self._sample_batch(pipe, req, init_latents, prompt_embeds, negative_embeds, seeds,
-                                            subseeds, progress=(job, started, on_progress, control))
+                images = self._sample_batch(inputs, seeds, subseeds, (job, started, on_progress, control))
             except _Stop:
                 if control.interrupted:
                     result.interrupted = True
@@ -125,20 +137,36 @@ class Engine:
                 result.skipped_batches += 1
                 continue
             for image, s, sub in zip(images, seeds, subseeds):
+                if inputs.plan is not None:
+                    image = finish_inpaint(inputs.plan, image)
                 self._record(result, req, sampler, model, image, s, sub)
         return result
 
-    # 2. Init image -> latents (resize mode applied) ------------------------------------------------------
-    def _encode_init_image(self, pipe: Any, req: Img2ImgRequest) -> torch.Tensor:
-        image = image_ops.flatten_onto_white(req.init_image)
-        if req.resize_mode is ResizeMode.LATENT_UPSCALE:
-            image = image_ops.snap_to_multiple_of_8(image)
+    # 2. Inputs shared by every batch ---------------------------------------------------------------------
+    def _prepare(self, req: Img2ImgRequest, pipe: Any) -> _RunInputs:
+        plan = plan_inpaint(req) if req.mask is not None else None
+        if plan is not None:
+            images = [plan.image]
         else:
-            image = image_ops.resize_image(image, req.resize_mode, req.width, req.height)
-        latents = self._vae_encode(pipe, image)
-        if req.resize_mode is ResizeMode.LATENT_UPSCALE:
+            sources = list(req.batch_images) or [req.init_image]
+            images = [self._resized_init_image(req, image) for image in sources]
+        latents = torch.cat([self._vae_encode(pipe, image) for image in images])
+        if req.resize_mode is ResizeMode.LATENT_UPSCALE and plan is None:
             latents = image_ops.upscale_latent(latents, req.width, req.height)
-        return latents
+        mask = None
+        if plan is not None:
+            mask = latent_mask(plan.mask, latents.shape[2], latents.shape[3], soft=req.soft_inpainting)
+        device = pipe._execution_device
+        prompt_embeds, negative_embeds = encode_prompts(
+            pipe.tokenizer, pipe.text_encoder, req.prompt, req.negative_prompt, device)
+        return _RunInputs(req, pipe, latents, prompt_embeds, negative_embeds, images, plan, mask)
+
+    @staticmethod
+    def _resized_init_image(req: Img2ImgRequest, image: Image.Image) -> Image.Image:
+        image = image_ops.flatten_onto_white(image)
+        if req.resize_mode is ResizeMode.LATENT_UPSCALE:  # encoded at source size, then the latent is scaled
+            return image_ops.snap_to_multiple_of_8(image)
+        return image_ops.resize_image(image, req.resize_mode, req.width, req.height)
 
     @staticmethod
     def _vae_encode(pipe: Any, image: Image.Image) -> torch.Tensor:
@@ -150,38 +178,77 @@ class Engine:
         return latents * vae.config.scaling_factor
 
     # 3. One batch through diffusers ----------------------------------------------------------------------
-    def _sample_batch(self, pipe, req, init_latents, prompt_embeds, negative_embeds, seeds, subseeds,
-                      progress) -> list[Image.Image]:
-        shape = tuple(init_latents.shape[1:])
+    def _sample_batch(self, inputs: _RunInputs, seeds, subseeds, progress) -> list[Image.Image]:
+        req, pipe = inputs.req, inputs.pipe
+        shape = tuple(inputs.init_latents.shape[1:])
         noise = torch.stack([initial_noise(shape, s, sub, req.subseed_strength) for s, sub in zip(seeds, subseeds)])
+        start = inputs.init_latents.expand(len(seeds), *shape)
+        if inputs.mask is not None:
+            start = apply_masked_content(start, inputs.mask.round(), req.masked_content, noise)
+        if int(req.steps * min(req.denoising_strength, 0.999)) < 1:  # nothing to denoise: decode the start
+            return self._decode(pipe, start)
         # Each image's own generator keeps drawing its ancestral/SDE step noise, so image i depends only
         # on seed+i, whatever the batch size.
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        if int(req.steps * min(req.denoising_strength, 0.999)) < 1:  # nothing to denoise: decode the init latents
-            return self._decode(pipe, init_latents.expand(len(seeds), *shape))
-        callback = self._step_callback(req, *progress)
-        with pipe.noise(noise):
-            out = pipe(
-                prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds, image=init_latents,
-                strength=min(req.denoising_strength, 0.999),
-                num_inference_steps=req.steps, guidance_scale=req.cfg_scale,
-                num_images_per_prompt=len(seeds), generator=generators,
-                callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"],
-            )
+        common = dict(prompt_embeds=inputs.prompt_embeds, negative_prompt_embeds=inputs.negative_embeds,
+                      strength=min(req.denoising_strength, 0.999), num_inference_steps=req.steps,
+                      guidance_scale=req.cfg_scale, generator=generators,
+                      callback_on_step_end=self._step_callback(inputs, start, noise, *progress),
+                      callback_on_step_end_tensor_inputs=["latents"])
+        if pipe.unet.config.in_channels == 9:
+            # 9-channel inpainting UNets always take mask + masked-image conditioning; plain img2img on one
+            # is an inpaint of the whole picture (an all-white mask), as in A1111.
+            white = Image.new("L", (req.width, req.height), 255)
+            mask_image = inputs.plan.mask if inputs.plan is not None else white
+            image = inputs.images if len(inputs.images) > 1 else inputs.images[0]
+            with pipe.noise(noise, start):
+                out = pipe(image=image, mask_image=mask_image, height=req.height, width=req.width,
+                           num_images_per_prompt=len(seeds), **common)
+        else:
+            with pipe.noise(noise):
+                out = pipe(image=start, num_images_per_prompt=len(seeds), **common)
         return out.images
 
-    def _step_callback(self, req, job, started, on_progress, control):
+    def _step_callback(self, inputs: _RunInputs, start, noise, job, started, on_progress, control):
+        req = inputs.req
+        blend = self._blend_mask_for_step if inputs.mask is not None else None
+
         def callback(pipe, step_index, timestep, tensors):
             if control.interrupted or control.take_skip():
                 raise _Stop()
-            step = step_index + 1
-            show = self.preview_every > 0 and (step % self.preview_every == 0)
-            on_progress(ProgressUpdate(
-                job=job, job_count=req.n_iter, step=step, steps=pipe.num_timesteps,
-                elapsed=time.monotonic() - started,
-                preview=latent_preview(tensors["latents"]) if show else None))
-            return {}
+            step, steps = step_index + 1, pipe.num_timesteps
+            latents = tensors["latents"]
+            changed = {}
+            if blend is not None:
+                keep = blend(inputs, pipe, step, steps)
+                if keep is not None:
+                    # Outside the mask the picture follows the original, noised to the next step's level.
+                    timesteps = pipe.scheduler.timesteps[-steps:]
+                    original = start if step == steps else pipe.scheduler.add_noise(
+                        start, noise.to(start.device, start.dtype), timesteps[step:step + 1])
+                    latents = keep * latents + (1 - keep) * original.to(latents.dtype)
+                    changed = {"latents": latents}
+            if self.preview_every > 0 and step % self.preview_every == 0:
+                preview = latent_preview(latents)
+            else:
+                preview = None
+            on_progress(ProgressUpdate(job=job, job_count=req.n_iter, step=step, steps=steps,
+                                       elapsed=time.monotonic() - started, preview=preview))
+            return changed
         return callback
+
+    @staticmethod
+    def _blend_mask_for_step(inputs: _RunInputs, pipe: Any, step: int, steps: int) -> torch.Tensor | None:
+        """Where the sampler's latents are kept after `step` (1 = keep, 0 = take the noised original).
+
+        Regular 4-channel models blend the original back outside the mask at every step (A1111, diffusers);
+        9-channel models are conditioned on the mask instead. Soft inpainting (differential diffusion) lets a
+        pixel with mask value v change only during the last v fraction of the steps, so edges fade in.
+        """
+        mask = inputs.mask.to(pipe._execution_device)
+        if inputs.req.soft_inpainting:
+            return (mask > 1 - step / steps).to(mask.dtype)
+        return None if pipe.unet.config.in_channels == 9 else mask
 
     @staticmethod
     def _decode(pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
@@ -220,6 +287,24 @@ def generation_params(req: Img2ImgRequest, sampler: SamplerChoice, model, seed: 
         "Denoising strength": req.denoising_strength,
         "Resize mode": req.resize_mode.label if req.resize_mode is not ResizeMode.JUST_RESIZE else None,
     }
+    if req.mask is not None:
+        params.update(inpaint_params(req))
     params.update(req.extra_generation_params)
     params["Version"] = VERSION
     return params
+
+
+def inpaint_params(req: Img2ImgRequest) -> dict[str, Any]:
+    only_masked = req.inpaint_area is InpaintArea.ONLY_MASKED
+    blur = req.mask_blur_x if req.mask_blur_x == req.mask_blur_y else None
+    return {
+        "Mask blur": blur,
+        "Mask blur x": None if blur is not None else req.mask_blur_x,
+        "Mask blur y": None if blur is not None else req.mask_blur_y,
+        "Mask mode": "Inpaint not masked" if req.mask_mode is MaskMode.INPAINT_NOT_MASKED else None,
+        "Masked content": req.masked_content.label if req.masked_content is not MaskedContent.ORIGINAL else None,
+        "Inpaint area": "Only masked" if only_masked else None,
+        "Masked area padding": req.only_masked_padding if only_masked else None,
+        "Mask grow": req.mask_grow or None,
+        "Soft inpainting": True if req.soft_inpainting else None,
+    }

@@ -16,7 +16,9 @@ from pipelines.components import DEMO_MODEL_NAME, CheckpointInfo, SDComponents
 from pipelines.demo_model import build_demo_components
 from pipelines.device_policy import DevicePolicy
 from pipelines.launch_flags import Settings
-from pipelines.sd_pipelines import build_img2img_pipeline
+from pipelines.sd_pipelines import build_img2img_pipeline, build_inpaint_pipeline
+
+PIPELINE_BUILDERS = {"img2img": build_img2img_pipeline, "inpaint": build_inpaint_pipeline}
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +174,7 @@ class ModelManager:
         with self._lock:
             model = self.current
             if kind not in model._pipelines:
-                if kind != "img2img":
-                    raise ValueError(f"unknown pipeline kind {kind!r}")
-                pipe = build_img2img_pipeline(model.components)
+                pipe = PIPELINE_BUILDERS[kind](model.components)
                 self.policy.apply_to_pipeline(pipe)
                 model._pipelines[kind] = pipe
             return model._pipelines[kind]

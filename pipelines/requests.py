@@ -98,6 +98,8 @@ class Img2ImgRequest:
     mask_grow: int = 0  # px: > 0 dilates, < 0 erodes, before the blur
     soft_inpainting: bool = False  # per-pixel denoising strength from the blurred mask (differential diffusion)
     color_correction: bool = False  # match the output's colours to the init image (LAB histogram)
+    # One init image per batch item (SD upscale batches its tiles this way); overrides init_image's role.
+    batch_images: tuple[Image.Image, ...] = ()
     save_images: bool = True
     # Free-form extras a front end or script adds to the infotext (e.g. script parameters).
     extra_generation_params: dict[str, Any] = field(default_factory=dict)
@@ -134,6 +136,11 @@ class Img2ImgRequest:
                 raise RequestError("resize_mode", f"{self.resize_mode!r} is not one of 0, 1, 2, 3") from None
         resolve_sampler(self.sampler_name, self.scheduler)  # raises RequestError on unknown names
         self._validate_inpaint()
+        if self.batch_images:
+            if len(self.batch_images) != self.batch_size:
+                raise RequestError("batch_images", f"{len(self.batch_images)} images for batch size {self.batch_size}")
+            if self.mask is not None:
+                raise RequestError("batch_images", "per-item init images cannot be combined with a mask")
 
     def _validate_inpaint(self) -> None:
         if self.mask is not None and not isinstance(self.mask, Image.Image):

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
-from diffusers import StableDiffusionImg2ImgPipeline
+from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
 
 
 class SeededImg2ImgPipeline(StableDiffusionImg2ImgPipeline):
@@ -40,5 +40,42 @@ class SeededImg2ImgPipeline(StableDiffusionImg2ImgPipeline):
 
 def build_img2img_pipeline(components) -> SeededImg2ImgPipeline:
     return SeededImg2ImgPipeline(
+        **components.as_dict(), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+
+
+class SeededInpaintPipeline(StableDiffusionInpaintPipeline):
+    """For 9-channel inpainting UNets: start latents (masked content applied) and noise come from the engine;
+    diffusers builds the mask + masked-image conditioning the UNet takes as extra input."""
+
+    _initial_noise: torch.Tensor | None = None
+    _start_latents: torch.Tensor | None = None
+
+    @contextmanager
+    def noise(self, noise: torch.Tensor, start_latents: torch.Tensor) -> Iterator[None]:
+        self._initial_noise, self._start_latents = noise, start_latents
+        try:
+            yield
+        finally:
+            self._initial_noise = self._start_latents = None
+
+    def prepare_latents(self, batch_size, num_channels_latents, height, width, dtype, device, generator,
+                        latents=None, image=None, timestep=None, is_strength_max=True, return_noise=False,
+                        return_image_latents=False):
+        if self._initial_noise is None or self._start_latents is None:
+            raise RuntimeError("SeededInpaintPipeline expects start latents and noise set with pipe.noise()")
+        start = self._start_latents.to(device=device, dtype=dtype)
+        start = start.expand(batch_size, *start.shape[1:])
+        noise = self._initial_noise.to(device=device, dtype=dtype)
+        outputs: tuple = (self.scheduler.add_noise(start, noise, timestep),)
+        if return_noise:
+            outputs += (noise,)
+        if return_image_latents:
+            outputs += (start,)
+        return outputs
+
+
+def build_inpaint_pipeline(components) -> SeededInpaintPipeline:
+    return SeededInpaintPipeline(
         **components.as_dict(), safety_checker=None, feature_extractor=None, requires_safety_checker=False
     )
