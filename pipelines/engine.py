@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from pipelines import image_ops
+from pipelines.color_correction import apply_color_correction, color_reference
 from pipelines.infotext import build_infotext
 from pipelines.inpaint_prep import InpaintPlan, apply_masked_content, finish_inpaint, latent_mask, plan_inpaint
 from pipelines.latent_preview import latent_preview
@@ -120,6 +121,8 @@ class Engine:
         result = GenerationResult(prompt=req.prompt, negative_prompt=req.negative_prompt, seed=seed,
                                   subseed=subseed, width=req.width, height=req.height)
         inputs = self._prepare(req, pipe)
+        # A1111 matches colours to the picture as it went in, before the sampler touched it.
+        colors = color_reference(inputs.images[0]) if req.color_correction else None
         started = time.monotonic()
         for job in range(req.n_iter):
             if control.interrupted:
@@ -137,6 +140,8 @@ class Engine:
                 result.skipped_batches += 1
                 continue
             for image, s, sub in zip(images, seeds, subseeds):
+                if colors is not None:
+                    image = apply_color_correction(colors, image)
                 if inputs.plan is not None:
                     image = finish_inpaint(inputs.plan, image)
                 self._record(result, req, sampler, model, image, s, sub)
@@ -286,6 +291,7 @@ def generation_params(req: Img2ImgRequest, sampler: SamplerChoice, model, seed: 
         "Variation seed strength": req.subseed_strength if req.subseed_strength > 0 else None,
         "Denoising strength": req.denoising_strength,
         "Resize mode": req.resize_mode.label if req.resize_mode is not ResizeMode.JUST_RESIZE else None,
+        "Color correction": True if req.color_correction else None,
     }
     if req.mask is not None:
         params.update(inpaint_params(req))

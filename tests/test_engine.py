@@ -205,3 +205,13 @@ def test_switching_models_frees_the_previous_one(tmp_path):
     models.load("tiny")
     gc.collect()
     assert old_unet() is None, "the previous checkpoint's UNet is still referenced"
+
+
+def test_color_correction_pulls_the_output_towards_the_init_colours(engine):
+    warm = Image.new("RGB", (64, 64), (200, 120, 60))
+    plain = engine.img2img(request(init_image=warm, denoising_strength=0.9))
+    corrected = engine.img2img(request(init_image=warm, denoising_strength=0.9, color_correction=True))
+    target = np.array([200, 120, 60])
+    dist = lambda img: np.abs(pixels(img).reshape(-1, 3).mean(axis=0) - target).sum()  # noqa: E731
+    assert dist(corrected.images[0]) < dist(plain.images[0])
+    assert "Color correction: True" in corrected.infotexts[0]
