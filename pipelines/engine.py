@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -95,6 +96,12 @@ class Engine:
                 return self._run(request, track, control)
             finally:
                 self._active = None
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the model while something else uses it (a checkpoint switch waits for a running job)."""
+        with self._run_lock:
+            yield
 
     @property
     def busy(self) -> bool:

@@ -1,0 +1,311 @@
+"""The /sdapi/v1 routes, speaking A1111's contract. `create_api` mounts them on any FastAPI app.
+
+Concurrency: generation, model switches and interrogation go through one FIFO queue (an anyio capacity
+limiter of 1) and run in worker threads, so the event loop stays free: GET /progress, POST /interrupt
+and /skip answer at once while a job runs. The engine's own lock also serialises API jobs against the
+web UI's.
+
+No `from __future__ import annotations` here: FastAPI reads the endpoint annotations through the error
+wrapper (api.errors.json_errors), so they must be real objects, not strings.
+"""
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import anyio.to_thread
+from fastapi import Body, Depends, FastAPI
+
+from api import img2img as img2img_job
+from api import listings
+from api.auth import basic_auth_dependency, parse_credentials
+from api.codec import decode_image, encode_png, other_text_items
+from api.errors import ApiError, field_error, json_errors
+from api.models import (
+    ImageToImageResponse,
+    Img2ImgBody,
+    InterrogateRequest,
+    InterrogateResponse,
+    PNGInfoRequest,
+    PNGInfoResponse,
+    ProgressResponse,
+    SamplerItem,
+    SchedulerItem,
+    SDModelItem,
+    SDVaeItem,
+    UpscalerItem,
+)
+from api.scripts import ScriptCatalog
+from api.state import JobTracker, OptionsStore
+from pipelines.engine import VERSION as ENGINE_VERSION
+from pipelines.infotext import parse_infotext
+from pipelines.launch_flags import Settings
+from pipelines.outputs import read_infotext
+from pipelines.requests import RequestError
+
+log = logging.getLogger("api")
+PREFIX = "/sdapi/v1"
+
+INTERROGATE_MODELS = ("clip", "deepdanbooru")
+
+
+class SdApi:
+    """State and endpoints of one mounted API: the engine and models it drives, its queue and trackers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        models: Any,
+        engine: Any,
+        scripts: Any = None,
+        interrogator: Any = None,
+        upscalers: Callable[[], Iterable[Any]] | None = None,
+    ):
+        self.settings = settings
+        self.models = models
+        self.engine = engine
+        self.catalog = ScriptCatalog(scripts)
+        self.interrogator = interrogator
+        self.upscaler_provider = upscalers
+        self.tracker = JobTracker()
+        self.options = OptionsStore(
+            {
+                "samples_format": "png",
+                "CLIP_stop_at_last_layers": 1,
+                "outdir_img2img_samples": str(Path(settings.outputs_dir) / "img2img-images"),
+            }
+        )
+        self.queue = anyio.CapacityLimiter(1)  # FIFO: one job at a time, waiting without holding a thread
+        self.exclusive = _exclusive(engine)
+
+    async def _queued(self, func: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(func, *args, limiter=self.queue)
+
+    # img2img ----------------------------------------------------------------------------------------
+    async def img2img(self, body: Img2ImgBody) -> Any:
+        job = await anyio.to_thread.run_sync(img2img_job.prepare, body, self.models, self.catalog)
+        result, facts = await self._queued(
+            img2img_job.run_job, job, self.engine, self.models, self.catalog, self.tracker, self.exclusive
+        )
+        return await anyio.to_thread.run_sync(img2img_job.respond, job, result, facts, ENGINE_VERSION)
+
+    # progress / interrupt / skip (async: never wait behind a job) ------------------------------------
+    async def progress(self, skip_current_image: bool = False) -> Any:
+        snap = self.tracker.snapshot()
+        engine_busy = bool(getattr(self.engine, "busy", False))
+        active = snap.active or engine_busy
+        update = (
+            snap.update
+            if snap.active
+            else (getattr(self.engine, "last_update", None) if engine_busy else None)
+        )
+        state = {
+            "skipped": snap.skipped,
+            "interrupted": snap.interrupted,
+            "stopping_generation": False,
+            "job": snap.job or ("img2img" if engine_busy else ""),
+            "job_count": (update.job_count if update else 1) if active else 0,
+            "job_timestamp": snap.job_timestamp,
+            "job_no": update.job if update and active else 0,
+            "sampling_step": update.step if update and active else 0,
+            "sampling_steps": update.steps if update and active else 0,
+        }
+        if not active:
+            return {
+                "progress": 0.0,
+                "eta_relative": 0.0,
+                "state": state,
+                "current_image": None,
+                "textinfo": None,
+            }
+        preview = snap.preview if snap.active else (update.preview if update else None)
+        current = None if skip_current_image or preview is None else encode_png(preview)
+        return {
+            "progress": update.fraction if update else 0.0,
+            "eta_relative": (update.eta or 0.0) if update else 0.0,
+            "state": state,
+            "current_image": current,
+            "textinfo": (update.text or None) if update else None,
+        }
+
+    async def interrupt(self) -> Any:
+        self.tracker.interrupt()
+        self.engine.interrupt()
+        return {}
+
+    async def skip(self) -> Any:
+        self.tracker.skip()
+        self.engine.skip()
+        return {}
+
+    # png-info / interrogate ----------------------------------------------------------------------
+    def png_info(self, body: PNGInfoRequest) -> Any:
+        image = decode_image(body.image, "image")
+        geninfo = read_infotext(image) or ""
+        return {
+            "info": geninfo,
+            "items": other_text_items(image),
+            "parameters": parse_infotext(geninfo) if geninfo else {},
+        }
+
+    async def interrogate(self, body: InterrogateRequest) -> Any:
+        if self.interrogator is None:
+            raise ApiError(
+                501,
+                "Interrogation is not available: this server was started without an "
+                "interrogator (it needs the BLIP and CLIP models in models/BLIP, models/CLIP)",
+            )
+        model = (body.model or "clip").lower()
+        if model not in INTERROGATE_MODELS:
+            raise field_error(
+                "model", f"{body.model!r} not found; valid: {', '.join(INTERROGATE_MODELS)}", 404
+            )
+        if not body.image:
+            raise ApiError(404, "Image not found", "image")  # A1111's text
+        image = await anyio.to_thread.run_sync(decode_image, body.image, "image")
+        caption = await self._queued(self._run_interrogator, model, image.convert("RGB"))
+        return {"caption": caption}
+
+    def _run_interrogator(self, model: str, image: Any) -> str:
+        if model == "clip":
+            method = self.interrogator.interrogate
+        else:
+            method = getattr(self.interrogator, "interrogate_deepbooru", None)
+            if method is None:
+                raise field_error("model", "deepdanbooru is not available; valid: clip", 404)
+        try:
+            return method(image)
+        except (RequestError, ApiError):
+            raise
+        except Exception as exc:  # missing models and the like: say why, as a JSON 500
+            log.warning("interrogate failed: %s", exc)
+            raise ApiError(500, f"Interrogate failed: {exc}") from exc
+
+    # options / flags ---------------------------------------------------------------------------------
+    def get_options(self) -> Any:
+        model = self.models.current
+        values = self.options.as_dict()
+        values["sd_model_checkpoint"] = model.info.title
+        values["sd_checkpoint_hash"] = listings.full_hash(self.models, model.info)
+        values["sd_vae"] = self.models.vae_choice
+        return values
+
+    async def set_options(self, values: Annotated[dict[str, Any], Body()]) -> Any:
+        title = vae = None
+        if values.get("sd_model_checkpoint") not in (None, ""):
+            name = values["sd_model_checkpoint"]
+            if not isinstance(name, str):
+                raise field_error("sd_model_checkpoint", f"{name!r} is not a checkpoint name")
+            title = await anyio.to_thread.run_sync(
+                img2img_job.find_checkpoint_title, self.models, name, "sd_model_checkpoint"
+            )
+        if values.get("sd_vae") not in (None, ""):
+            vae = await anyio.to_thread.run_sync(
+                img2img_job.check_vae_choice, self.models, values["sd_vae"], "sd_vae"
+            )
+        if title is not None or vae is not None:
+            await self._queued(self._switch_model, title, vae)
+        self.options.update({k: v for k, v in values.items() if k not in ("sd_model_checkpoint", "sd_vae")})
+        return None
+
+    def _switch_model(self, title: str | None, vae: str | None) -> None:
+        with self.exclusive():
+            if title is not None:
+                self.models.load(title)
+            if vae is not None:
+                self.models.set_vae(vae)
+
+    # lists ---------------------------------------------------------------------------------------------
+    def cmd_flags(self) -> Any:
+        return listings.cmd_flags(self.settings)
+
+    def samplers(self) -> Any:
+        return listings.samplers()
+
+    def schedulers(self) -> Any:
+        return listings.schedulers()
+
+    def upscalers(self) -> Any:
+        return listings.upscalers(self.upscaler_provider)
+
+    def sd_models(self) -> Any:
+        return listings.sd_models(self.models)
+
+    def sd_vae(self) -> Any:
+        return listings.sd_vae(self.models)
+
+    def scripts(self) -> Any:
+        return {"txt2img": [], "img2img": [n.lower() for n in (self.catalog.names() or [])]}
+
+    def refresh_checkpoints(self) -> Any:
+        self.models.refresh()
+        return None
+
+    def refresh_vae(self) -> Any:
+        self.models.refresh()
+        return None
+
+
+def _exclusive(engine: Any) -> Callable[[], Any]:
+    """A context manager factory that keeps the engine idle while the model is swapped."""
+    exclusive = getattr(engine, "exclusive", None)
+    if callable(exclusive):
+        return exclusive
+    lock = getattr(engine, "_run_lock", None)  # until the engine offers exclusive(): its job lock
+    if lock is not None:
+        return lambda: lock
+    return contextlib.nullcontext
+
+
+def create_api(
+    app: FastAPI,
+    *,
+    settings: Settings,
+    models: Any,
+    engine: Any,
+    scripts: Any = None,
+    interrogator: Any = None,
+    upscalers: Callable[[], Iterable[Any]] | None = None,
+    auth: list[tuple[str, str]] | None = None,
+) -> SdApi:
+    """Mount /sdapi/v1 on `app`. `auth`: Basic credentials; None -> parsed from settings.api_auth.
+
+    Mount it before anything that catches every path (gr.mount_gradio_app(app, blocks, path="/")), since
+    routes match in order. Returns the SdApi (its tracker and options) for tests and the UI.
+    """
+    credentials = auth if auth is not None else parse_credentials(settings.api_auth)
+    api = SdApi(settings, models, engine, scripts, interrogator, upscalers)
+    dependencies = [Depends(basic_auth_dependency(credentials))] if credentials else []
+
+    def route(path: str, endpoint: Callable[..., Any], method: str, response_model: Any = None) -> None:
+        app.add_api_route(
+            PREFIX + path,
+            json_errors(endpoint),
+            methods=[method],
+            response_model=response_model,
+            dependencies=dependencies,
+            tags=["sdapi"],
+        )
+
+    route("/img2img", api.img2img, "POST", ImageToImageResponse)
+    route("/png-info", api.png_info, "POST", PNGInfoResponse)
+    route("/progress", api.progress, "GET", ProgressResponse)
+    route("/interrogate", api.interrogate, "POST", InterrogateResponse)
+    route("/interrupt", api.interrupt, "POST")
+    route("/skip", api.skip, "POST")
+    route("/options", api.get_options, "GET", dict[str, Any])
+    route("/options", api.set_options, "POST")
+    route("/cmd-flags", api.cmd_flags, "GET", dict[str, Any])
+    route("/samplers", api.samplers, "GET", list[SamplerItem])
+    route("/schedulers", api.schedulers, "GET", list[SchedulerItem])
+    route("/upscalers", api.upscalers, "GET", list[UpscalerItem])
+    route("/sd-models", api.sd_models, "GET", list[SDModelItem])
+    route("/sd-vae", api.sd_vae, "GET", list[SDVaeItem])
+    route("/scripts", api.scripts, "GET", dict[str, Any])
+    route("/refresh-checkpoints", api.refresh_checkpoints, "POST")
+    route("/refresh-vae", api.refresh_vae, "POST")
+    app.state.sdapi = api
+    return api

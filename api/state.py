@@ -1,0 +1,111 @@
+"""What the API remembers between requests: the job it is running (for /progress, /interrupt, /skip)
+and the options clients have set (A1111 keeps unknown option keys and returns them)."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from pipelines.progress import JobControl, ProgressUpdate
+
+
+@dataclass(frozen=True)
+class ProgressSnapshot:
+    active: bool
+    job: str
+    job_timestamp: str
+    update: ProgressUpdate | None
+    preview: Image.Image | None
+    interrupted: bool
+    skipped: bool
+    started: float
+
+
+class JobTracker:
+    """The API's view of A1111's `shared.state`, without the global: one tracker per mounted API.
+
+    Jobs from other front ends (the web UI) are seen through the engine (engine.busy / last_update).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._control: JobControl | None = None
+        self._job = ""
+        self._timestamp = "0"
+        self._update: ProgressUpdate | None = None
+        self._preview: Image.Image | None = None
+        self._interrupted = False
+        self._skipped = False
+        self._started = 0.0
+
+    def begin(self, job: str) -> JobControl:
+        with self._lock:
+            self._control = JobControl()
+            self._job = job
+            self._timestamp = datetime.datetime.now().strftime("%Y%m%d%H%M%S")
+            self._update = self._preview = None
+            self._interrupted = self._skipped = False
+            self._started = time.time()
+            return self._control
+
+    def report(self, update: ProgressUpdate) -> None:
+        with self._lock:
+            self._update = update
+            if update.preview is not None:  # previews come every few steps; keep the latest between them
+                self._preview = update.preview
+
+    def end(self) -> None:
+        with self._lock:
+            self._control = None
+            self._job = ""
+            self._update = None
+
+    @property
+    def timestamp(self) -> str:
+        return self._timestamp
+
+    def interrupt(self) -> None:
+        with self._lock:
+            self._interrupted = True
+            if self._control is not None:
+                self._control.interrupt()
+
+    def skip(self) -> None:
+        with self._lock:
+            self._skipped = True
+            if self._control is not None:
+                self._control.skip()
+
+    def snapshot(self) -> ProgressSnapshot:
+        with self._lock:
+            return ProgressSnapshot(
+                self._control is not None,
+                self._job,
+                self._timestamp,
+                self._update,
+                self._preview,
+                self._interrupted,
+                self._skipped,
+                self._started,
+            )
+
+
+class OptionsStore:
+    """Option keys clients set through POST /options (or kept override_settings): returned as they were."""
+
+    def __init__(self, defaults: dict[str, Any] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, Any] = dict(defaults or {})
+
+    def update(self, values: dict[str, Any]) -> None:
+        with self._lock:
+            self._values.update(values)
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._values)
