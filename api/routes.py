@@ -9,7 +9,6 @@ No `from __future__ import annotations` here: FastAPI reads the endpoint annotat
 wrapper (api.errors.json_errors), so they must be real objects, not strings.
 """
 
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -79,7 +78,7 @@ class SdApi:
             }
         )
         self.queue = anyio.CapacityLimiter(1)  # FIFO: one job at a time, waiting without holding a thread
-        self.exclusive = _exclusive(engine)
+        self.exclusive = engine.exclusive
 
     async def _queued(self, func: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(func, *args, limiter=self.queue)
@@ -247,17 +246,6 @@ class SdApi:
     def refresh_vae(self) -> Any:
         self.models.refresh()
         return None
-
-
-def _exclusive(engine: Any) -> Callable[[], Any]:
-    """A context manager factory that keeps the engine idle while the model is swapped."""
-    exclusive = getattr(engine, "exclusive", None)
-    if callable(exclusive):
-        return exclusive
-    lock = getattr(engine, "_run_lock", None)  # until the engine offers exclusive(): its job lock
-    if lock is not None:
-        return lambda: lock
-    return contextlib.nullcontext
 
 
 def create_api(
