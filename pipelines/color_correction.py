@@ -124,13 +124,15 @@ def color_reference(image: Image.Image) -> ColorReference:
     )
 
 
-def apply_color_correction(ref: ColorReference, image: Image.Image, *, keep_luminosity: bool = True) -> Image.Image:
+def apply_color_correction(ref: ColorReference, image: Image.Image, *,
+                           keep_luminosity: bool = True) -> Image.Image:
     """Match image's LAB histograms to ref's; with keep_luminosity (A1111's behaviour), the result keeps the
     image's own luma and takes only hue and saturation from the matched colours. Returns an RGB image of
     the same size; an image matched to its own reference comes back (nearly) unchanged."""
     rgb = np.asarray(image.convert("RGB"))
     lab = srgb_to_lab(rgb)
-    matched = np.stack([_match_channel(lab[..., i], ref.values[i], ref.quantiles[i]) for i in range(3)], axis=-1)
+    matched = np.stack([_match_channel(lab[..., i], ref.values[i], ref.quantiles[i]) for i in range(3)],
+                       axis=-1)
     corrected = lab_to_srgb(matched)
     if keep_luminosity:
         corrected = _set_luminosity(corrected, rgb / 255.0 @ _LUMA)

@@ -76,7 +76,9 @@ class Engine:
         self.models = models
         self.outputs_root = outputs_root
         self.preview_every = preview_every
-        self._run_lock = threading.Lock()  # one job on the model at a time (UI and API share it)
+        # One job on the model at a time (UI and API share it); re-entrant so a script can hold it across
+        # the many img2img calls it makes (see job()).
+        self._run_lock = threading.RLock()
         self._active: JobControl | None = None
         self.last_update: ProgressUpdate | None = None  # the running job's latest progress, for polling
 
@@ -90,12 +92,21 @@ class Engine:
             self.last_update = update
             report(update)
 
-        with self._run_lock, torch.inference_mode():
-            self._active, self.last_update = control, None
+        with self.job(control), torch.inference_mode():
+            self.last_update = None
+            return self._run(request, track, control)
+
+    @contextmanager
+    def job(self, control: JobControl) -> Iterator[JobControl]:
+        """Hold the model for a whole job, e.g. a script's many img2img calls: no other job slips in between,
+        and interrupt()/skip() reach `control` the whole time. Nested calls keep the outermost job's control."""
+        with self._run_lock:
+            outer = self._active
+            self._active = outer or control
             try:
-                return self._run(request, track, control)
+                yield self._active
             finally:
-                self._active = None
+                self._active = outer
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -129,7 +140,7 @@ class Engine:
                                   subseed=subseed, width=req.width, height=req.height)
         inputs = self._prepare(req, pipe)
         # A1111 matches colours to the picture as it went in, before the sampler touched it.
-        colors = color_reference(inputs.images[0]) if req.color_correction else None
+        colors = [color_reference(image) for image in inputs.images] if req.color_correction else None
         started = time.monotonic()
         for job in range(req.n_iter):
             if control.interrupted:
@@ -146,9 +157,9 @@ class Engine:
                     break
                 result.skipped_batches += 1
                 continue
-            for image, s, sub in zip(images, seeds, subseeds):
-                if colors is not None:
-                    image = apply_color_correction(colors, image)
+            for item, (image, s, sub) in enumerate(zip(images, seeds, subseeds)):
+                if colors is not None:  # each batch item matches its own init picture
+                    image = apply_color_correction(colors[item % len(colors)], image)
                 if inputs.plan is not None:
                     image = finish_inpaint(inputs.plan, image)
                 self._record(result, req, sampler, model, image, s, sub)

@@ -468,7 +468,7 @@ def test_cmd_flags_are_the_settings_without_secrets(setup):
 
 
 def test_scripts_list(client):
-    assert client.get(f"{V1}/scripts").json() == {"txt2img": [], "img2img": ["loopback", "sd upscale"]}
+    assert client.get(f"{V1}/scripts").json() == {"txt2img": [], "img2img": ["loopback", "outpainting mk2", "poor man's outpainting", "sd upscale"]}
 
 
 # -- options and override_settings ---------------------------------------------------------------------
@@ -625,7 +625,7 @@ def test_real_scripts_registry_upscalers_and_interrogator(setup):
         upscalers=lambda: list_upscalers(settings.models_dir),
     )
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=120) as c:
-        assert c.get(f"{V1}/scripts").json()["img2img"] == ["loopback", "sd upscale"]
+        assert c.get(f"{V1}/scripts").json()["img2img"] == ["loopback", "outpainting mk2", "poor man's outpainting", "sd upscale"]
         r = c.post(
             f"{V1}/img2img", json=payload(script_name="LOOPBACK", script_args=[2, 0.3, "Linear", "None"])
         )

@@ -16,5 +16,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # shellcheck disable=SC2086
   .venv/bin/python -m pip install -q $TORCH_SPEC
   .venv/bin/python -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}"
+  # spandrel (model upscalers) declares torchvision, which PyPI cannot pair with every torch build and
+  # which it only needs for architectures we do not use: install it without its declared dependencies.
+  .venv/bin/python -m pip install -q --no-deps "spandrel>=0.4.2"
   touch "$stamp"
 fi
