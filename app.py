@@ -1,0 +1,163 @@
+"""Start the studio: launch flags -> Settings -> device policy -> ModelManager -> Engine -> UI -> launch.
+
+    python app.py [--listen] [--port 7860] [--data-dir DIR] [--gradio-auth user:pass] ...
+
+This is the only module that wires things together. Gradio and diffusers are imported only after the
+environment is set up (offline, no telemetry), so nothing here phones home.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.launch_flags import Settings, parse_flags
+
+log = logging.getLogger("app")
+
+OFFLINE_ENVIRONMENT = {
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
+
+
+def configure_environment() -> None:
+    """Offline and telemetry-free; must run before gradio, huggingface_hub or diffusers are imported."""
+    os.environ.update(OFFLINE_ENVIRONMENT)
+
+
+def parse_auth(text: str | None) -> list[tuple[str, str]] | None:
+    """--gradio-auth "user:pass,user2:pass2" -> [("user", "pass"), ("user2", "pass2")] (None when unset).
+
+    Each entry splits at its first ':' so a password may contain ':'; a password cannot contain ','
+    (A1111's format has no escape). Blank entries are ignored.
+    """
+    if text is None or not text.strip():
+        return None
+    credentials = []
+    for entry in text.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        user, sep, password = entry.partition(":")
+        if not sep or not user:
+            raise ValueError(f"--gradio-auth: {entry!r} is not user:password")
+        credentials.append((user, password))
+    return credentials or None
+
+
+@dataclass
+class AppParts:
+    blocks: Any  # gr.Blocks, or None when serving the API alone (--nowebui)
+    engine: Any  # pipelines.engine.Engine
+    models: Any  # pipelines.model_manager.ModelManager
+    settings: Settings
+    interrogator: Any = None  # pipelines.interrogate.Interrogator (loads its models on first use)
+
+
+def create_core(settings: Settings) -> AppParts:
+    """Device policy -> models -> engine -> interrogator: everything both front ends share."""
+    configure_environment()
+    from pipelines.device_policy import DevicePolicy, MemoryMode
+    from pipelines.engine import Engine
+    from pipelines.interrogate import Interrogator
+    from pipelines.model_manager import ModelManager
+
+    policy = DevicePolicy.from_settings(settings)
+    log.info("Device policy: %s", policy.describe())
+    models = ModelManager(settings, policy)
+    models.load(None)
+    log.info("Model: %s", models.status_line())
+    engine = Engine(models, settings.outputs_dir)
+    interrogator = Interrogator(
+        settings.models_dir / "BLIP", settings.models_dir / "CLIP", device=policy.device, dtype=policy.dtype,
+        # with --medvram/--lowvram the captioning models leave the GPU after each use
+        offload_after_use=policy.memory_mode is not MemoryMode.NORMAL)
+    return AppParts(None, engine, models, settings, interrogator)
+
+
+def create_app(settings: Settings) -> AppParts:
+    """Build everything short of serving it: tests call this in-process."""
+    from ui.build import build_ui
+
+    parts = create_core(settings)
+    parts.blocks = build_ui(parts.engine, parts.models, settings)
+    # One generation at a time (the engine locks too); Interrupt/Skip bypass the queue.
+    parts.blocks.queue(default_concurrency_limit=1)
+    return parts
+
+
+def launch_kwargs(settings: Settings) -> dict[str, Any]:
+    from ui.build import launch_options
+
+    settings.outputs_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "server_name": settings.server_name,
+        "server_port": settings.server_port,
+        "auth": parse_auth(settings.gradio_auth),
+        "share": settings.share,
+        "allowed_paths": [str(settings.outputs_dir)],  # the gallery serves the saved files (infotext kept)
+        "show_error": True,  # unexpected exceptions reach the user as a message, not a bare "Error"
+        "footer_links": ["gradio", "settings"],
+        **launch_options(),
+    }
+
+
+def api_extras(parts: AppParts) -> dict[str, Any]:
+    """What the /sdapi/v1 routes need beyond the engine: scripts, the interrogator, the upscaler list."""
+    from api.scripts import RegistryScripts
+    from pipelines.upscalers import list_upscalers
+
+    models_dir = parts.settings.models_dir
+    return {"scripts": RegistryScripts(parts.engine, models_dir, parts.interrogator),
+            "interrogator": parts.interrogator, "upscalers": lambda: list_upscalers(models_dir)}
+
+
+def install_api(fastapi_app: Any, parts: AppParts) -> None:
+    """--api: the /sdapi/v1 routes on Gradio's own FastAPI app, after launch, as A1111 does."""
+    from api import create_api
+
+    create_api(fastapi_app, settings=parts.settings, models=parts.models, engine=parts.engine,
+               **api_extras(parts))
+    log.info("HTTP API at /sdapi/v1 (docs at /docs)")
+
+
+def serve_api_only(settings: Settings) -> None:
+    """--nowebui: the API alone on its own port (7861 by default)."""
+    from api import build_api_app, serve
+
+    parts = create_core(settings)
+    serve(build_api_app(settings, parts.models, parts.engine, **api_extras(parts)), settings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = parse_flags(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_environment()
+    try:
+        auth = parse_auth(settings.gradio_auth)
+        if settings.api or settings.nowebui:
+            from api.auth import parse_credentials
+
+            parse_credentials(settings.api_auth)  # a malformed --api-auth stops here, before loading models
+    except ValueError as exc:
+        sys.exit(str(exc))
+    if settings.nowebui:
+        serve_api_only(settings)
+        return
+    parts = create_app(settings)
+    kwargs = launch_kwargs(settings) | {"auth": auth}
+    fastapi_app, local_url, share_url = parts.blocks.launch(prevent_thread_lock=True, **kwargs)
+    if settings.api:
+        install_api(fastapi_app, parts)
+    log.info("Serving on %s%s", local_url, f" and {share_url}" if share_url else "")
+    parts.blocks.block_thread()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""app.py's wiring and the built UI, in-process (no browser): flags -> auth, environment, launch options,
+the components users know from A1111, and the generate handler on the demo model."""
+
+import os
+import threading
+import time
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+import app
+from pipelines.launch_flags import parse_flags
+from ui.output_panel import Results
+from ui.values import FIELD_NAMES
+
+
+# 1. Flags -> launch options ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, expected", [
+    (None, None),
+    ("", None),
+    ("user:pass", [("user", "pass")]),
+    ("u:p, u2:p2", [("u", "p"), ("u2", "p2")]),
+    ("admin:pa:ss:word,", [("admin", "pa:ss:word")]),  # split at the first ':' only; blank entries ignored
+    ("u:", [("u", "")]),
+])
+def test_parse_auth(text, expected):
+    assert app.parse_auth(text) == expected
+
+
+@pytest.mark.parametrize("text", ["nopassword", ":pass", "u:p,oops"])
+def test_parse_auth_rejects_entries_without_user_and_colon(text):
+    with pytest.raises(ValueError, match="is not user:password"):
+        app.parse_auth(text)
+
+
+def test_environment_is_offline_and_quiet(monkeypatch):
+    for name in app.OFFLINE_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    app.configure_environment()
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert os.environ["TRANSFORMERS_OFFLINE"] == "1"
+    assert os.environ["HF_HUB_DISABLE_TELEMETRY"] == "1"
+
+
+def test_launch_kwargs_follow_the_flags(tmp_path):
+    settings = parse_flags(["--listen", "--port", "7999", "--data-dir", str(tmp_path),
+                            "--gradio-auth", "a:b,c:d"])
+    kwargs = app.launch_kwargs(settings)
+    assert (kwargs["server_name"], kwargs["server_port"]) == ("0.0.0.0", 7999)
+    assert kwargs["auth"] == [("a", "b"), ("c", "d")]
+    assert kwargs["share"] is False
+    assert kwargs["allowed_paths"] == [str(tmp_path / "outputs")]
+    defaults = app.launch_kwargs(parse_flags(["--data-dir", str(tmp_path)]))
+    assert (defaults["server_name"], defaults["server_port"], defaults["auth"]) == ("127.0.0.1", 7860, None)
+
+
+# 2. The built app -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("data")
+    return app.create_app(parse_flags(["--data-dir", str(data_dir)]))
+
+
+def components(blocks, kind=None):
+    found = [b for b in blocks.blocks.values() if kind is None or isinstance(b, kind)]
+    return {getattr(b, "label", None): b for b in found}
+
+
+def test_labels_and_defaults_match_a1111(parts):
+    by_label = components(parts.blocks)
+    for label in ("Stable Diffusion checkpoint", "SD VAE", "Prompt", "Negative prompt", "Resize mode",
+                  "Sampling method", "Schedule type", "Sampling steps", "Width", "Height", "Scale",
+                  "Batch count",
+                  "Batch size", "CFG Scale", "Denoising strength", "Seed", "Extra", "Variation seed",
+                  "Variation strength", "Output", "Image for img2img", "Source"):
+        assert label in by_label, label
+    assert by_label["Sampling method"].value == "Euler a"
+    assert by_label["Schedule type"].value == "Automatic"
+    assert (by_label["Sampling steps"].minimum, by_label["Sampling steps"].maximum) == (1, 150)
+    assert by_label["Sampling steps"].value == 20
+    assert (by_label["Width"].minimum, by_label["Width"].maximum, by_label["Width"].step) == (64, 2048, 8)
+    assert (by_label["CFG Scale"].step, by_label["CFG Scale"].value) == (0.5, 7.0)
+    assert by_label["Denoising strength"].value == 0.75
+    assert (by_label["Batch size"].maximum, by_label["Batch count"].maximum) == (8, 100)
+    assert by_label["Seed"].value == -1
+    assert by_label["Resize mode"].choices == [(c, c) for c in (
+        "Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")]
+    tabs = [b.label for b in parts.blocks.blocks.values() if isinstance(b, gr.Tab)]
+    for tab in ("img2img", "Sketch", "PNG Info", "Resize to", "Resize by"):
+        assert tab in tabs
+    buttons = {b.value for b in parts.blocks.blocks.values() if isinstance(b, gr.Button)}
+    assert {"Generate", "Interrupt", "Skip", "Send to img2img", "Send to sketch", "🎲", "♻️", "🔄"} <= buttons
+
+
+def test_demo_model_status_says_where_checkpoints_go(parts):
+    status = next(b for b in parts.blocks.blocks.values() if getattr(b, "elem_id", None) == "model_status")
+    assert "demo model" in status.value and "models/Stable-diffusion/" in status.value
+    assert components(parts.blocks)["Stable Diffusion checkpoint"].value == "demo-untrained"
+
+
+def test_img2img_input_is_a_plain_image_by_default(parts):
+    image = next(b for b in parts.blocks.blocks.values() if getattr(b, "elem_id", None) == "img2img_image")
+    assert type(image) is gr.Image
+    assert set(image.sources) == {"upload", "clipboard"}
+    sketch = next(b for b in parts.blocks.blocks.values() if getattr(b, "elem_id", None) == "img2img_sketch")
+    assert isinstance(sketch, gr.ImageEditor)
+
+
+def handler(parts, name):
+    return next(f.fn for f in parts.blocks.fns.values() if f.name == name)
+
+
+def generate_values(image, **fields):
+    values = {"prompt": "a red fox", "negative_prompt": "", "resize_mode": "Just resize",
+              "sampler_name": "Euler a", "scheduler": "Automatic", "steps": 4, "width": 64, "height": 64,
+              "scale": 1.0, "n_iter": 1, "batch_size": 1, "cfg_scale": 7.0, "denoising_strength": 0.75,
+              "seed": 42, "show_extra": False, "subseed": -1, "subseed_strength": 0.0} | fields
+    # mode state, resize tab, image sizes, the img2img image, the sketch editor, then the fields in order
+    return ["img2img", "resize_to", {}, image, None, *[values[name] for name in FIELD_NAMES]]
+
+
+def test_generate_handler_streams_progress_then_the_gallery(parts):
+    source = Image.new("RGB", (80, 64), "orange")
+    updates = list(handler(parts, "generate")(*generate_values(source, steps=10)))
+    progress_texts = [u[4] for u in updates[1:-1]]
+    assert progress_texts and all(t.startswith("step ") and "batch 1/1, ETA" in t for t in progress_texts)
+    assert updates[0][6] == {"img2img": (80, 64)}  # the image size, for the "Resize by" note
+    gallery, results, selected, infotext, text, preview, _, _ = updates[-1]
+    assert isinstance(results, Results) and len(results.images) == 1 and results.seeds == [42]
+    assert gallery.value and selected == 0
+    assert infotext.startswith("a red fox\nSteps: 10, Sampler: Euler a")
+    assert "Seed: 42, Size: 64x64" in infotext
+    assert text.startswith("Done: 1 image.")
+    assert results.paths[0].name.endswith("-42.png") and results.paths[0].exists()
+
+
+def test_generate_errors_are_readable(parts):
+    with pytest.raises(gr.Error, match="no image in the img2img tab"):
+        list(handler(parts, "generate")(*generate_values(None)))
+    with pytest.raises(gr.Error, match=r"Sampling steps \(steps\): 151 is outside 1..150"):
+        list(handler(parts, "generate")(*generate_values(Image.new("RGB", (64, 64)), steps=151)))
+
+
+def test_interrupt_stops_a_run_and_keeps_the_server_usable(parts):
+    run = handler(parts, "generate")(*generate_values(Image.new("RGB", (64, 64)), steps=150, n_iter=3))
+    next(run)  # "Starting…"
+    next(run)  # the first progress report: the job is running
+    threading.Thread(target=handler(parts, "interrupt")).start()
+    last = list(run)[-1]
+    assert last[4].startswith("Interrupted: 0 images kept")
+    assert not parts.engine.busy
+    done = list(handler(parts, "generate")(*generate_values(Image.new("RGB", (64, 64)))))[-1]
+    assert done[4].startswith("Done: 1 image")
+
+
+def test_closing_the_stream_interrupts_the_job(parts):
+    run = handler(parts, "generate")(*generate_values(Image.new("RGB", (64, 64)), steps=150, n_iter=5))
+    next(run)
+    next(run)
+    run.close()  # what Gradio does when the browser goes away
+    deadline = time.monotonic() + 20
+    while parts.engine.busy and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not parts.engine.busy
+
+
+def test_checkpoint_dropdown_handlers(parts):
+    with pytest.raises(gr.Error, match=r"checkpoint 'nope' not found; known: demo-untrained"):
+        handler(parts, "load_checkpoint")("nope")
+    with pytest.raises(gr.Error, match=r"SD VAE: VAE 'nope.safetensors' not found"):
+        handler(parts, "set_vae")("nope.safetensors")
+    checkpoint, vae, status = handler(parts, "refresh")()  # what the widgets show = what is loaded
+    assert checkpoint.value == "demo-untrained"
+    assert checkpoint.choices == [("demo-untrained", "demo-untrained")]
+    assert vae.value == "Automatic" and "demo model" in status

@@ -1,0 +1,246 @@
+"""Assemble the Blocks: top bar, the img2img tab (prompt row, sub-tabs, shared parameters, output) and
+PNG Info, then wire the events. The UI only builds Img2ImgRequest values and calls the engine's public
+methods."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import gradio as gr
+
+from pipelines.engine import Engine
+from pipelines.image_ops import scaled_size
+from pipelines.launch_flags import Settings
+from pipelines.model_manager import ModelManager
+from pipelines.outputs import read_infotext
+from pipelines.requests import MAX_SIDE, MIN_SIDE
+from ui import tab_img2img, tab_png_info, tab_sketch
+from ui.generation import Finished, Progress, enlarge_preview, request_for, run_in_thread, user_error
+from ui.modes import ModeTab
+from ui.output_panel import OutputPanel, Results, build_output_panel
+from ui.params import TOOLTIPS, ParamsPanel, build_params_panel
+from ui.send_to import send_outputs
+from ui.top_bar import GPU_QUEUE, build_top_bar
+from ui.toprow import SHORTCUTS_JS, Toprow, build_toprow
+from ui.values import FIELD_NAMES, finished_text, image_of_value, progress_text, scale_text
+
+log = logging.getLogger(__name__)
+
+MAIN_TAB_ID = "img2img"
+# Sub-tab modules of the img2img tab, in A1111's order (Inpaint, Inpaint sketch, Inpaint upload come later).
+MODE_MODULES = (tab_img2img, tab_sketch)
+SEND_TARGETS = [(m.NAME, f"Send to {m.NAME}") for m in MODE_MODULES]
+
+PAGE_CSS = """
+.tool { max-width: 2.8em !important; min-width: 2.8em !important; align-self: end; }
+#img2img_generate { min-height: 5.5em; }
+"""
+
+
+def page_js() -> str:
+    """Runs once on page load: keyboard shortcuts and hover hints on the icon buttons."""
+    hints = json.dumps(TOOLTIPS)
+    return f"""() => {{
+{SHORTCUTS_JS}
+const hints = {hints};
+const apply = () => {{ for (const [id, text] of Object.entries(hints)) {{
+  const el = document.getElementById(id); if (el && el.title !== text) el.title = text; }} }};
+new MutationObserver(apply).observe(document.body, {{childList: true, subtree: true}});
+apply();
+}}"""
+
+
+def launch_options() -> dict[str, Any]:
+    """Page-level options that Gradio 6 takes in launch()."""
+    return {"css": PAGE_CSS, "js": page_js()}
+
+
+def build_ui(engine: Engine, models: ModelManager, settings: Settings) -> gr.Blocks:
+    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as blocks:
+        build_top_bar(models)
+        with gr.Tabs(elem_id="tabs") as main_tabs:
+            with gr.Tab("img2img", id=MAIN_TAB_ID, elem_id="tab_img2img"):
+                toprow = build_toprow()
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=1, elem_id="img2img_settings"):
+                        mode_state = gr.State(MODE_MODULES[0].NAME)
+                        with gr.Tabs(elem_id="mode_img2img") as mode_tabs:
+                            modes = [module.build(settings) for module in MODE_MODULES]
+                        params = build_params_panel()
+                    with gr.Column(scale=1, elem_id="img2img_results"):
+                        output = build_output_panel(SEND_TARGETS)
+            png_info = tab_png_info.build(SEND_TARGETS)
+
+        fields = _ordered_fields(toprow, params)
+        ui = _Wiring(engine, modes, fields, params, output, mode_state)
+        ui.wire_generation(toprow)
+        ui.wire_mode_tabs()
+        ui.wire_seed_buttons()
+        ui.wire_send_buttons(main_tabs, mode_tabs, output, png_info)
+    return blocks
+
+
+def _ordered_fields(toprow: Toprow, params: ParamsPanel) -> list[Any]:
+    by_name = {"prompt": toprow.prompt, "negative_prompt": toprow.negative_prompt, **params.fields}
+    assert set(by_name) == set(FIELD_NAMES), set(by_name) ^ set(FIELD_NAMES)
+    return [by_name[name] for name in FIELD_NAMES]
+
+
+class _Wiring:
+    """Event handlers over the built widgets. Handlers get widget values and return widget updates."""
+
+    def __init__(self, engine: Engine, modes: list[ModeTab], fields: list[Any], params: ParamsPanel,
+                 output: OutputPanel, mode_state: gr.State):
+        self.engine, self.modes, self.fields, self.params = engine, modes, fields, params
+        self.output, self.mode_state = output, mode_state
+        self.mode_inputs = [c for m in modes for c in m.inputs]
+        self.image_sizes = gr.State({})  # mode name -> (width, height) of its image, or None
+
+    def _mode_values(self, mode_name: str, values: tuple) -> tuple[ModeTab, tuple]:
+        """The active sub-tab and its own slice of the values of all sub-tabs' inputs."""
+        start = 0
+        for mode in self.modes:
+            if mode.name == mode_name:
+                return mode, values[start:start + len(mode.inputs)]
+            start += len(mode.inputs)
+        raise gr.Error(f"unknown img2img mode {mode_name!r}")
+
+    # 1. Generate / Interrupt / Skip ------------------------------------------------------------------------
+    def wire_generation(self, toprow: Toprow) -> None:
+        out, sizes, note = self.output, self.image_sizes, self.params.scale_note
+        n_modes = len(self.mode_inputs)
+
+        def generate(mode_name: str, resize_tab: str, known: dict, *values: Any):
+            mode, mode_values = self._mode_values(mode_name, values[:n_modes])
+            field_values = dict(zip(FIELD_NAMES, values[n_modes:], strict=True))
+            request = request_for(mode, mode_values, field_values, resize_tab)
+            known = {**known, mode.name: request.init_image.size}
+            skip4 = (gr.skip(),) * 4
+            note_text = scale_text(known[mode.name], field_values["scale"])
+            yield *skip4, "Starting…", gr.Image(value=None, visible=False), known, note_text
+            job = lambda on_progress, control: self.engine.img2img(request, on_progress, control)  # noqa: E731
+            try:
+                for event in run_in_thread(job):
+                    if isinstance(event, Progress):
+                        preview = gr.skip()
+                        if event.preview is not None:
+                            big = enlarge_preview(event.preview, request.width, request.height)
+                            preview = gr.Image(value=big, visible=True)
+                        yield *skip4, progress_text(event.update), preview, gr.skip(), gr.skip()
+                    elif isinstance(event, Finished):
+                        yield *self._finished(event), gr.skip(), gr.skip()
+            except Exception as exc:  # keep the server up and tell the user what happened
+                raise user_error(exc) from None
+
+        inputs = [self.mode_state, self.params.resize_tab, sizes, *self.mode_inputs, *self.fields]
+        outputs = [out.gallery, out.results, out.selected, out.infotext, out.progress, out.preview,
+                   sizes, note]
+        toprow.generate.click(generate, inputs=inputs, outputs=outputs, concurrency_limit=1,
+                              concurrency_id=GPU_QUEUE, show_progress="minimal")
+        # Not queued: they must act while the job they stop holds the queue.
+        toprow.interrupt.click(self.engine.interrupt, queue=False, concurrency_limit=None)
+        toprow.skip.click(self.engine.skip, queue=False, concurrency_limit=None)
+
+    @staticmethod
+    def _finished(event: Finished) -> tuple:
+        result = event.result
+        res = Results(list(result.images), list(result.infotexts), list(result.seeds), list(result.subseeds),
+                      list(result.paths))
+        text = finished_text(len(res.images), event.elapsed, result.interrupted, result.skipped_batches,
+                             list(result.notices))
+        info = res.infotexts[0] if res.infotexts else ""
+        return (gr.Gallery(value=res.gallery_value(), selected_index=None), res, 0, info, text,
+                gr.Image(value=None, visible=False))
+
+    # 2. Sub-tabs, "Resize by" note, size detection ----------------------------------------------------------
+    def wire_mode_tabs(self) -> None:
+        """Each sub-tab's image size is kept in a per-session gr.State, so the "Resize by" note and 📐 do not
+        need the images. A plain image reports its size when it changes; an ImageEditor only when an image is
+        sent to it or at Generate: any listener that reads an ImageEditor makes the browser upload all its
+        layers again at every later update of the page (3 files per progress step)."""
+        params, sizes = self.params, self.image_sizes
+        scale = params.fields["scale"]
+
+        def note(mode_name: str, scale_value: float, known: dict) -> str:
+            return scale_text(known.get(mode_name), scale_value)
+
+        for mode in self.modes:
+            mode.tab.select(lambda name=mode.name: name, outputs=self.mode_state, queue=False).then(
+                note, inputs=[self.mode_state, scale, sizes], outputs=params.scale_note, queue=False)
+            if not isinstance(mode.image_input, gr.Image):
+                continue
+
+            def remember(value: Any, mode_name: str, scale_value: float, known: dict, mode=mode):
+                image = image_of_value(value)
+                known = {**known, mode.name: image.size if image is not None else None}
+                return known, note(mode_name, scale_value, known)
+
+            mode.image_input.change(remember, inputs=[mode.image_input, self.mode_state, scale, sizes],
+                                    outputs=[sizes, params.scale_note], queue=False)
+        scale.change(note, inputs=[self.mode_state, scale, sizes], outputs=params.scale_note, queue=False)
+
+        def detect(mode_name: str, known: dict):
+            size = known.get(mode_name)
+            if size is None:
+                gr.Warning("No image to take the size from")
+                return gr.skip(), gr.skip()
+            width, height = scaled_size(*size, 1.0)
+            return min(MAX_SIDE, max(MIN_SIDE, width)), min(MAX_SIDE, max(MIN_SIDE, height))
+
+        params.detect_size.click(detect, inputs=[self.mode_state, sizes],
+                                 outputs=[params.fields["width"], params.fields["height"]], queue=False)
+
+    # 3. Seed buttons ----------------------------------------------------------------------------------------
+    def wire_seed_buttons(self) -> None:
+        out, params = self.output, self.params
+
+        def reuse(attribute: str):
+            def handler(results: Results, selected: int | None):
+                index = results.index(selected)
+                if index is None:
+                    gr.Warning("No output image yet: generate first, then select an image")
+                    return gr.skip()
+                return getattr(results, attribute)[index]
+            return handler
+
+        params.reuse_seed.click(reuse("seeds"), inputs=[out.results, out.selected],
+                                outputs=params.fields["seed"], queue=False)
+        params.reuse_subseed.click(reuse("subseeds"), inputs=[out.results, out.selected],
+                                   outputs=params.fields["subseed"], queue=False)
+
+    # 4. Send to img2img / sketch ----------------------------------------------------------------------------
+    def wire_send_buttons(self, main_tabs: gr.Tabs, mode_tabs: gr.Tabs, output: OutputPanel,
+                          png_info: tab_png_info.PngInfoTab) -> None:
+        params, sizes = self.params, self.image_sizes
+        scale = params.fields["scale"]
+        for target in self.modes:
+            outputs = [main_tabs, mode_tabs, self.mode_state, target.image_input, *self.fields,
+                       params.resize_tabs, params.resize_tab, sizes, params.scale_note]
+            n_outputs = len(outputs)
+
+            def from_gallery(results: Results, selected: int | None, scale_value: float, known: dict,
+                             target=target, n_outputs=n_outputs):
+                index = results.index(selected)
+                if index is None:
+                    gr.Warning("No output image to send: generate first")
+                    return [gr.skip()] * n_outputs
+                return send_outputs(results.images[index], results.infotexts[index], target,
+                                    list(FIELD_NAMES), MAIN_TAB_ID, scale_value, known)
+
+            def from_png_info(image, scale_value: float, known: dict, target=target, n_outputs=n_outputs):
+                if image is None:
+                    gr.Warning("Drop an image into PNG Info first")
+                    return [gr.skip()] * n_outputs
+                return send_outputs(image, read_infotext(image), target, list(FIELD_NAMES), MAIN_TAB_ID,
+                                    scale_value, known)
+
+            gallery_inputs = [output.results, output.selected, scale, sizes]
+            output.send_buttons[target.name].click(from_gallery, inputs=gallery_inputs, outputs=outputs,
+                                                   queue=False)
+            png_info.send_buttons[target.name].click(
+                from_png_info, inputs=[png_info.image, scale, sizes], outputs=outputs, queue=False)
+
+
+__all__ = ["build_ui", "launch_options"]

@@ -1,0 +1,68 @@
+"""The right-hand column: live preview and progress, the gallery of results, the selected image's
+infotext, and the "Send to" buttons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+
+@dataclass
+class Results:
+    """The last run's outputs, kept per browser session in a gr.State."""
+
+    images: list[Image.Image] = field(default_factory=list)
+    infotexts: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    subseeds: list[int] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+    def gallery_value(self) -> list[Any]:
+        # Saved files when there are any (their download keeps the PNG "parameters" chunk), else the images.
+        if len(self.paths) == len(self.images):
+            return [str(p) for p in self.paths]
+        return list(self.images)
+
+    def index(self, selected: int | None) -> int | None:
+        """The selected image's index, or the first image's when none is selected; None when empty."""
+        if not self.images:
+            return None
+        return selected if selected is not None and 0 <= selected < len(self.images) else 0
+
+
+@dataclass
+class OutputPanel:
+    preview: gr.Image
+    progress: gr.Markdown
+    gallery: gr.Gallery
+    results: gr.State
+    selected: gr.State  # index of the selected gallery image (None: the first)
+    infotext: gr.Textbox
+    send_buttons: dict[str, gr.Button] = field(default_factory=dict)  # mode name -> button
+
+
+def build_output_panel(send_targets: list[tuple[str, str]]) -> OutputPanel:
+    """send_targets: (mode name, button label) for each "Send to" button."""
+    results = gr.State(Results())
+    selected = gr.State(None)
+    progress = gr.Markdown("", elem_id="img2img_progress")
+    preview = gr.Image(label="Preview", elem_id="img2img_preview", interactive=False, visible=False,
+                       height=384, format="jpeg")
+    gallery = gr.Gallery(label="Output", elem_id="img2img_gallery", columns=4, height=512,
+                         object_fit="contain", format="png", interactive=False, preview=True)
+    with gr.Row(elem_id="image_buttons_img2img"):
+        buttons = {name: gr.Button(label, elem_id=f"img2img_send_to_{name}", size="sm")
+                   for name, label in send_targets}
+    infotext = gr.Textbox(label="Generation parameters", elem_id="html_info_img2img", interactive=False,
+                          lines=4, max_lines=20, buttons=["copy"])
+
+    def on_select(res: Results, evt: gr.SelectData):
+        index = res.index(evt.index)
+        return index, (res.infotexts[index] if index is not None else "")
+
+    gallery.select(on_select, inputs=results, outputs=[selected, infotext], queue=False)
+    return OutputPanel(preview, progress, gallery, results, selected, infotext, buttons)

@@ -1,0 +1,72 @@
+"""The bar above the tabs: checkpoint and VAE dropdowns with refresh buttons, and the model status line."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import gradio as gr
+
+from pipelines.checkpoint_loader import CheckpointError
+from pipelines.model_manager import ModelManager, ModelNotFound
+from ui.params import tool_button
+
+log = logging.getLogger(__name__)
+
+GPU_QUEUE = "gpu"  # concurrency_id shared by every event that runs or swaps the model: one at a time
+
+
+@dataclass
+class TopBar:
+    checkpoint: gr.Dropdown
+    vae: gr.Dropdown
+    status: gr.Markdown
+
+
+def status_markdown(models: ModelManager) -> str:
+    line = models.status_line()
+    return f"⚠️ **{line}**" if models.is_demo else line
+
+
+def build_top_bar(models: ModelManager) -> TopBar:
+    with gr.Row(elem_id="quicksettings"):
+        checkpoint = gr.Dropdown(models.checkpoint_titles(), value=models.current.info.title,
+                                 label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint",
+                                 scale=3)
+        refresh_ckpt = tool_button("🔄", "refresh_sd_model_checkpoint", "Refresh the checkpoint list")
+        vae = gr.Dropdown(models.vae_choices(), value=models.vae_choice, label="SD VAE",
+                          elem_id="setting_sd_vae", scale=2)
+        refresh_vae = tool_button("🔄", "refresh_sd_vae", "Refresh the VAE list")
+    status = gr.Markdown(status_markdown(models), elem_id="model_status")
+
+    def load_checkpoint(title: str):
+        try:
+            models.load(title)
+        except (ModelNotFound, CheckpointError) as exc:
+            raise gr.Error(f"Stable Diffusion checkpoint: {exc}") from None
+        log.info("UI: switched to %s", title)
+
+    def set_vae(choice: str):
+        try:
+            models.set_vae(choice)
+        except (ModelNotFound, CheckpointError) as exc:
+            raise gr.Error(f"SD VAE: {exc}") from None
+
+    def sync():  # what the widgets show = what is loaded (also after a failed load)
+        return (gr.Dropdown(choices=models.checkpoint_titles(), value=models.current.info.title),
+                gr.Dropdown(choices=models.vae_choices(), value=models.vae_choice), status_markdown(models))
+
+    def refresh():
+        models.refresh()
+        return sync()
+
+    outputs = [checkpoint, vae, status]
+    # .input (user changes only), so that sync() setting the value does not load again.
+    checkpoint.input(load_checkpoint, inputs=checkpoint, concurrency_limit=1, concurrency_id=GPU_QUEUE,
+                     show_progress="full").then(sync, outputs=outputs, queue=False)
+    vae.input(set_vae, inputs=vae, concurrency_limit=1, concurrency_id=GPU_QUEUE).then(sync, outputs=outputs,
+                                                                                      queue=False)
+    # Refresh may hash new files (seconds for a big checkpoint): queued, but not behind a running job.
+    refresh_ckpt.click(refresh, outputs=outputs, concurrency_limit=None)
+    refresh_vae.click(refresh, outputs=outputs, concurrency_limit=None)
+    return TopBar(checkpoint, vae, status)
