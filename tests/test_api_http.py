@@ -468,7 +468,7 @@ def test_cmd_flags_are_the_settings_without_secrets(setup):
 
 
 def test_scripts_list(client):
-    assert client.get(f"{V1}/scripts").json() == {"txt2img": [], "img2img": ["loopback", "outpainting mk2", "poor man's outpainting", "sd upscale"]}
+    assert client.get(f"{V1}/scripts").json() == {"txt2img": [], "img2img": ["loopback", "sd upscale"]}
 
 
 # -- options and override_settings ---------------------------------------------------------------------
