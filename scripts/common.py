@@ -133,3 +133,16 @@ def append_output(result: GenerationResult, output: Output) -> None:
     result.infotexts.append(output.infotext)
     if output.path is not None:
         result.paths.append(output.path)
+
+
+DIRECTIONS = ("left", "right", "up", "down")  # outpainting directions, in A1111's order
+
+
+def directions_arg(script: str, value: Any) -> tuple[str, ...]:
+    """Outpainting directions from a list of names (at least one), in canonical order."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise RequestError("script_args", f"{script}: directions must be a list of {', '.join(DIRECTIONS)}")
+    chosen = {choice_arg(script, "direction", v, "left", DIRECTIONS) for v in value}
+    if not chosen:
+        raise RequestError("script_args", f"{script}: choose at least one direction of {', '.join(DIRECTIONS)}")
+    return tuple(d for d in DIRECTIONS if d in chosen)

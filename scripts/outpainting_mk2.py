@@ -27,13 +27,12 @@ from pipelines import image_ops
 from pipelines.engine import GenerationResult
 from pipelines.noise import resolve_seed
 from pipelines.progress import JobControl, ProgressCallback
-from pipelines.requests import MIN_SIDE, Img2ImgRequest, InpaintArea, MaskedContent, RequestError, ResizeMode
+from pipelines.requests import MIN_SIDE, Img2ImgRequest, InpaintArea, MaskedContent, ResizeMode
 from pipelines.tiles import make_image_grid, outpaint_margins
-from scripts.common import (JobProgress, Output, ScriptContext, append_output, choice_arg, float_arg, int_arg,
-                            new_result, positional, save_output)
+from scripts.common import (DIRECTIONS, JobProgress, Output, ScriptContext, append_output, directions_arg,
+                            float_arg, int_arg, new_result, positional, save_output)
 
 TITLE = "Outpainting mk2"
-DIRECTIONS = ("left", "right", "up", "down")
 RECOMMENDED = "Recommended settings: Sampling Steps: 80-100, Sampler: Euler a, Denoising strength: 0.8"
 MAX_MASK_BLUR = 64  # Img2ImgRequest's mask_blur range
 
@@ -51,17 +50,7 @@ class OutpaintingMk2Params:
         int_arg(TITLE, "mask blur", self.mask_blur, 8, 0, 64)
         float_arg(TITLE, "fall-off exponent", self.noise_q, 1.0, 0.0, 4.0)
         float_arg(TITLE, "color variation", self.color_variation, 0.05, 0.0, 1.0)
-        object.__setattr__(self, "directions", _directions(self.directions))
-
-
-def _directions(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise RequestError("script_args", f"{TITLE}: directions must be a list of {', '.join(DIRECTIONS)}")
-    chosen = {choice_arg(TITLE, "direction", v, "left", DIRECTIONS) for v in value}
-    if not chosen:
-        raise RequestError("script_args",
-                           f"{TITLE}: choose at least one direction of {', '.join(DIRECTIONS)}")
-    return tuple(d for d in DIRECTIONS if d in chosen)
+        object.__setattr__(self, "directions", directions_arg(TITLE, self.directions))
 
 
 def parse_script_args(args: list[Any] | None, context: ScriptContext | None = None) -> OutpaintingMk2Params:
@@ -70,7 +59,7 @@ def parse_script_args(args: list[Any] | None, context: ScriptContext | None = No
     return OutpaintingMk2Params(
         pixels=int_arg(TITLE, "pixels to expand", pixels, 128, 8, 256),
         mask_blur=int_arg(TITLE, "mask blur", blur, 8, 0, 64),
-        directions=DIRECTIONS if directions is None else _directions(directions),
+        directions=DIRECTIONS if directions is None else directions_arg(TITLE, directions),
         noise_q=float_arg(TITLE, "fall-off exponent", noise_q, 1.0, 0.0, 4.0),
         color_variation=float_arg(TITLE, "color variation", variation, 0.05, 0.0, 1.0))
 

@@ -24,11 +24,11 @@ from pipelines.noise import resolve_seed
 from pipelines.progress import JobControl, ProgressCallback
 from pipelines.requests import MIN_SIDE, Img2ImgRequest, InpaintArea, MaskedContent, RequestError, ResizeMode
 from pipelines.tiles import expand_canvas, merge_tiles, outpaint_margins, split_tiles
-from scripts.common import (JobProgress, Output, ScriptContext, append_output, choice_arg, int_arg,
+from scripts.common import (DIRECTIONS, JobProgress, Output, ScriptContext, append_output, choice_arg,
+                            directions_arg, int_arg,
                             new_result, positional, save_output)
 
 TITLE = "Poor man's outpainting"
-DIRECTIONS = ("left", "right", "up", "down")
 MAX_MASK_BLUR = 64  # Img2ImgRequest's mask_blur range
 MASKED_CONTENT_LABELS = [m.label for m in MaskedContent]  # fill, original, latent noise, latent nothing
 
@@ -44,7 +44,7 @@ class PoorManOutpaintingParams:
         int_arg(TITLE, "pixels to expand", self.pixels, 128, 8, 256)
         int_arg(TITLE, "mask blur", self.mask_blur, 4, 0, 64)
         object.__setattr__(self, "masked_content", _masked_content(self.masked_content))
-        object.__setattr__(self, "directions", _directions(self.directions))
+        object.__setattr__(self, "directions", directions_arg(TITLE, self.directions))
 
 
 def _masked_content(value: Any) -> MaskedContent:
@@ -59,16 +59,6 @@ def _masked_content(value: Any) -> MaskedContent:
     return MaskedContent(MASKED_CONTENT_LABELS.index(label))
 
 
-def _directions(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise RequestError("script_args", f"{TITLE}: directions must be a list of {', '.join(DIRECTIONS)}")
-    chosen = {choice_arg(TITLE, "direction", v, "left", DIRECTIONS) for v in value}
-    if not chosen:
-        raise RequestError("script_args",
-                           f"{TITLE}: choose at least one direction of {', '.join(DIRECTIONS)}")
-    return tuple(d for d in DIRECTIONS if d in chosen)
-
-
 def parse_script_args(args: list[Any] | None,
                       context: ScriptContext | None = None) -> PoorManOutpaintingParams:
     """A1111's positional order: [pixels, mask_blur, masked content (index or name), directions]."""
@@ -77,7 +67,7 @@ def parse_script_args(args: list[Any] | None,
         pixels=int_arg(TITLE, "pixels to expand", pixels, 128, 8, 256),
         mask_blur=int_arg(TITLE, "mask blur", blur, 4, 0, 64),
         masked_content=MaskedContent.FILL if content is None else _masked_content(content),
-        directions=DIRECTIONS if directions is None else _directions(directions))
+        directions=DIRECTIONS if directions is None else directions_arg(TITLE, directions))
 
 
 PARAMS = PoorManOutpaintingParams  # what scripts.registry.run_with_params dispatches on
