@@ -146,3 +146,13 @@ def directions_arg(script: str, value: Any) -> tuple[str, ...]:
     if not chosen:
         raise RequestError("script_args", f"{script}: choose at least one direction of {', '.join(DIRECTIONS)}")
     return tuple(d for d in DIRECTIONS if d in chosen)
+
+
+def outpainting_params(script: str, params: Any) -> dict[str, Any]:
+    """Infotext keys of the outpainting scripts, so PNG Info can tell which one ran and restore it."""
+    keys = {"Script": script, "Outpainting pixels": params.pixels, "Outpainting mask blur": params.mask_blur,
+            "Outpainting directions": " ".join(params.directions)}
+    if hasattr(params, "noise_q"):  # outpainting mk2
+        keys |= {"Outpainting fall-off exponent": params.noise_q,
+                 "Outpainting color variation": params.color_variation}
+    return keys

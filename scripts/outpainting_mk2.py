@@ -30,7 +30,7 @@ from pipelines.progress import JobControl, ProgressCallback
 from pipelines.requests import MIN_SIDE, Img2ImgRequest, InpaintArea, MaskedContent, ResizeMode
 from pipelines.tiles import make_image_grid, outpaint_margins
 from scripts.common import (DIRECTIONS, JobProgress, Output, ScriptContext, append_output, directions_arg,
-                            float_arg, int_arg, new_result, positional, save_output)
+                            float_arg, int_arg, new_result, outpainting_params, positional, save_output)
 
 TITLE = "Outpainting mk2"
 RECOMMENDED = "Recommended settings: Sampling Steps: 80-100, Sampler: Euler a, Denoising strength: 0.8"
@@ -224,7 +224,8 @@ def _expand(engine, base, image, side, params, seed, subseed, on_progress, contr
         init_image=canvas.crop(region), mask=mask.crop(region), batch_images=(), width=width, height=height,
         resize_mode=ResizeMode.JUST_RESIZE, batch_size=1, n_iter=1, seed=seed, subseed=subseed,
         mask_blur_x=blur, mask_blur_y=blur, masked_content=MaskedContent.ORIGINAL,
-        inpaint_area=InpaintArea.WHOLE_PICTURE, mask_grow=0, save_images=False)
+        inpaint_area=InpaintArea.WHOLE_PICTURE, mask_grow=0, save_images=False,
+        extra_generation_params={**base.extra_generation_params, **outpainting_params(TITLE, params)})
     out = engine.img2img(strip_request, on_progress, control)
     if out.interrupted or not out.images:
         return None, None

@@ -25,7 +25,7 @@ from pipelines.progress import JobControl, ProgressCallback
 from pipelines.requests import MIN_SIDE, Img2ImgRequest, InpaintArea, MaskedContent, RequestError, ResizeMode
 from pipelines.tiles import expand_canvas, merge_tiles, outpaint_margins, split_tiles
 from scripts.common import (DIRECTIONS, JobProgress, Output, ScriptContext, append_output, choice_arg,
-                            directions_arg, int_arg,
+                            directions_arg, int_arg, outpainting_params,
                             new_result, positional, save_output)
 
 TITLE = "Poor man's outpainting"
@@ -132,7 +132,9 @@ def _tile_request(base: Img2ImgRequest, tile_w: int, tile_h: int,
     return base.replace(width=width, height=height, resize_mode=ResizeMode.JUST_RESIZE, n_iter=1,
                         batch_size=1, batch_images=(), save_images=False, mask_blur_x=blur, mask_blur_y=blur,
                         masked_content=params.masked_content,
-                        inpaint_area=InpaintArea.WHOLE_PICTURE, mask_grow=0)
+                        inpaint_area=InpaintArea.WHOLE_PICTURE, mask_grow=0,
+                        extra_generation_params={**base.extra_generation_params,
+                                                 **outpainting_params(TITLE, params)})
 
 
 def margins(width: int, height: int, params: PoorManOutpaintingParams) -> tuple[int, int, int, int]:

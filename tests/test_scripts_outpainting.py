@@ -146,3 +146,22 @@ def test_demo_model_outpaints_and_keeps_the_original(engine):
     out, source = np.asarray(a.images[0], dtype=int), np.asarray(noise_image(64, 64), dtype=int)
     assert np.abs(out[:, :48] - source[:, :48]).max() <= 1  # left of the seam band: the original's pixels
     assert out[:, 80:].std() > 0 and np.abs(out[:, 80:]).mean() > 5  # the new band was painted, not black
+
+
+def test_outpainting_infotext_names_the_script_and_restores_in_the_ui():
+    from pipelines.infotext import build_infotext, parse_infotext
+    from scripts import outpainting_mk2, outpainting_poor_man
+    from scripts.common import outpainting_params
+    from ui.script_values import script_from_infotext
+
+    params = outpainting_mk2.OutpaintingMk2Params(pixels=64, mask_blur=6, directions=("left", "down"),
+                                                  noise_q=1.5, color_variation=0.1)
+    text = build_infotext("p", "", {"Steps": 20, **outpainting_params(outpainting_mk2.TITLE, params)})
+    updates = script_from_infotext(parse_infotext(text))
+    title = outpainting_mk2.TITLE
+    assert updates.title == title and not updates.warnings
+    assert updates.values == {(title, "pixels"): 64, (title, "mask_blur"): 6, (title, "noise_q"): 1.5,
+                              (title, "color_variation"): 0.1, (title, "directions"): ["left", "down"]}
+    poor = outpainting_poor_man.PoorManOutpaintingParams(pixels=32, directions=("right",))
+    keys = outpainting_params(outpainting_poor_man.TITLE, poor)
+    assert keys["Script"] == "Poor man's outpainting" and "Outpainting fall-off exponent" not in keys
