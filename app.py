@@ -86,7 +86,7 @@ def create_app(settings: Settings) -> AppParts:
     from ui.build import build_ui
 
     parts = create_core(settings)
-    parts.blocks = build_ui(parts.engine, parts.models, settings)
+    parts.blocks = build_ui(parts.engine, parts.models, settings, interrogator=parts.interrogator)
     # One generation at a time (the engine locks too); Interrupt/Skip bypass the queue.
     parts.blocks.queue(default_concurrency_limit=1)
     return parts

@@ -158,7 +158,7 @@ def test_png_info_reads_parameters_and_sends_them_to_sketch(page, png_with_infot
 
 def test_sketch_paints_on_the_image_and_the_composite_is_the_init_image(page, server, source_png):
     url, data_dir = server
-    page.get_by_role("tab", name="Sketch").click()
+    page.get_by_role("tab", name="Sketch", exact=True).click()  # not "Inpaint sketch"
     upload_to_editor(page, "img2img_sketch", source_png)
     canvas = page.locator("#img2img_sketch canvas").first
     canvas.wait_for()

@@ -112,18 +112,27 @@ def handler(parts, name):
     return next(f.fn for f in parts.blocks.fns.values() if f.name == name)
 
 
-def generate_values(image, **fields):
+def generate_values(parts, image, **fields):
+    """The generate handler's arguments: every input's default (mode state "img2img", the other sub-tabs'
+    empty widgets, ...), the img2img image, and these field values in FIELD_NAMES order."""
     values = {"prompt": "a red fox", "negative_prompt": "", "resize_mode": "Just resize",
               "sampler_name": "Euler a", "scheduler": "Automatic", "steps": 4, "width": 64, "height": 64,
               "scale": 1.0, "n_iter": 1, "batch_size": 1, "cfg_scale": 7.0, "denoising_strength": 0.75,
               "seed": 42, "show_extra": False, "subseed": -1, "subseed_strength": 0.0} | fields
-    # mode state, resize tab, image sizes, the img2img image, the sketch editor, then the fields in order
-    return ["img2img", "resize_to", {}, image, None, *[values[name] for name in FIELD_NAMES]]
+    inputs = next(f for f in parts.blocks.fns.values() if f.name == "generate").inputs
+    args = [getattr(component, "value", None) for component in inputs]
+    ids = [getattr(component, "elem_id", None) for component in inputs]
+    args[ids.index("img2img_image")] = image
+    start = ids.index("img2img_prompt")  # the fields follow in FIELD_NAMES order
+    for offset, name in enumerate(FIELD_NAMES):
+        if name in values:
+            args[start + offset] = values[name]
+    return args
 
 
 def test_generate_handler_streams_progress_then_the_gallery(parts):
     source = Image.new("RGB", (80, 64), "orange")
-    updates = list(handler(parts, "generate")(*generate_values(source, steps=10)))
+    updates = list(handler(parts, "generate")(*generate_values(parts, source, steps=10)))
     progress_texts = [u[4] for u in updates[1:-1]]
     assert progress_texts and all(t.startswith("step ") and "batch 1/1, ETA" in t for t in progress_texts)
     assert updates[0][6] == {"img2img": (80, 64)}  # the image size, for the "Resize by" note
@@ -138,25 +147,25 @@ def test_generate_handler_streams_progress_then_the_gallery(parts):
 
 def test_generate_errors_are_readable(parts):
     with pytest.raises(gr.Error, match="no image in the img2img tab"):
-        list(handler(parts, "generate")(*generate_values(None)))
+        list(handler(parts, "generate")(*generate_values(parts, None)))
     with pytest.raises(gr.Error, match=r"Sampling steps \(steps\): 151 is outside 1..150"):
-        list(handler(parts, "generate")(*generate_values(Image.new("RGB", (64, 64)), steps=151)))
+        list(handler(parts, "generate")(*generate_values(parts, Image.new("RGB", (64, 64)), steps=151)))
 
 
 def test_interrupt_stops_a_run_and_keeps_the_server_usable(parts):
-    run = handler(parts, "generate")(*generate_values(Image.new("RGB", (64, 64)), steps=150, n_iter=3))
+    run = handler(parts, "generate")(*generate_values(parts, Image.new("RGB", (64, 64)), steps=150, n_iter=3))
     next(run)  # "Starting…"
     next(run)  # the first progress report: the job is running
     threading.Thread(target=handler(parts, "interrupt")).start()
     last = list(run)[-1]
     assert last[4].startswith("Interrupted: 0 images kept")
     assert not parts.engine.busy
-    done = list(handler(parts, "generate")(*generate_values(Image.new("RGB", (64, 64)))))[-1]
+    done = list(handler(parts, "generate")(*generate_values(parts, Image.new("RGB", (64, 64)))))[-1]
     assert done[4].startswith("Done: 1 image")
 
 
 def test_closing_the_stream_interrupts_the_job(parts):
-    run = handler(parts, "generate")(*generate_values(Image.new("RGB", (64, 64)), steps=150, n_iter=5))
+    run = handler(parts, "generate")(*generate_values(parts, Image.new("RGB", (64, 64)), steps=150, n_iter=5))
     next(run)
     next(run)
     run.close()  # what Gradio does when the browser goes away

@@ -31,6 +31,9 @@ DEFAULTS = {
     "scheduler": "Automatic", "steps": 20, "width": 512, "height": 512, "scale": 1.0, "n_iter": 1,
     "batch_size": 1, "cfg_scale": 7, "denoising_strength": 0.75, "seed": -1, "show_extra": False,
     "subseed": -1, "subseed_strength": 0,
+    # the inpaint controls (tests/test_ui_inpaint.py) and Color correction
+    "mask_blur": 4, "mask_mode": "Inpaint masked", "masked_content": "original", "inpaint_area": "Whole picture",
+    "only_masked_padding": 32, "mask_grow": 0, "soft_inpainting": False, "color_correction": False,
 }
 
 

@@ -16,11 +16,22 @@ from pipelines.launch_flags import Settings
 from pipelines.model_manager import ModelManager
 from pipelines.outputs import read_infotext
 from pipelines.requests import MAX_SIDE, MIN_SIDE
-from ui import tab_img2img, tab_png_info, tab_sketch
+from ui import (
+    tab_img2img,
+    tab_inpaint,
+    tab_inpaint_sketch,
+    tab_inpaint_upload,
+    tab_png_info,
+    tab_scripts,
+    tab_sketch,
+)
 from ui.generation import Finished, Progress, enlarge_preview, request_for, run_in_thread, user_error
+from ui.inpaint_params import InpaintPanel, build_inpaint_panel, wire_inpaint_panel
+from ui.interrogate_button import build_interrogate_button, wire_interrogate
 from ui.modes import ModeTab
 from ui.output_panel import OutputPanel, Results, build_output_panel
 from ui.params import TOOLTIPS, ParamsPanel, build_params_panel
+from ui.scripts_panel import ScriptsPanel, build_scripts_panel, wire_script_paste, wire_script_tabs
 from ui.send_to import send_outputs
 from ui.top_bar import GPU_QUEUE, build_top_bar
 from ui.toprow import SHORTCUTS_JS, Toprow, build_toprow
@@ -29,9 +40,10 @@ from ui.values import FIELD_NAMES, finished_text, image_of_value, progress_text,
 log = logging.getLogger(__name__)
 
 MAIN_TAB_ID = "img2img"
-# Sub-tab modules of the img2img tab, in A1111's order (Inpaint, Inpaint sketch, Inpaint upload come later).
-MODE_MODULES = (tab_img2img, tab_sketch)
-SEND_TARGETS = [(m.NAME, f"Send to {m.NAME}") for m in MODE_MODULES]
+# Sub-tab modules of the img2img tab, in A1111's order.
+MODE_MODULES = (tab_img2img, tab_sketch, tab_inpaint, tab_inpaint_sketch, tab_inpaint_upload)
+MODE_MODULES += tab_scripts.TABS  # Outpaint, Loopback, SD upscale: sub-tabs that pick their script
+SEND_TARGETS = [(m.NAME, getattr(m, "SEND_LABEL", f"Send to {m.NAME}")) for m in MODE_MODULES]
 
 PAGE_CSS = """
 .tool { max-width: 2.8em !important; min-width: 2.8em !important; align-self: end; }
@@ -57,7 +69,7 @@ def launch_options() -> dict[str, Any]:
     return {"css": PAGE_CSS, "js": page_js()}
 
 
-def build_ui(engine: Engine, models: ModelManager, settings: Settings) -> gr.Blocks:
+def build_ui(engine: Engine, models: ModelManager, settings: Settings, interrogator: Any = None) -> gr.Blocks:
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as blocks:
         build_top_bar(models)
         with gr.Tabs(elem_id="tabs") as main_tabs:
@@ -66,24 +78,32 @@ def build_ui(engine: Engine, models: ModelManager, settings: Settings) -> gr.Blo
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=1, elem_id="img2img_settings"):
                         mode_state = gr.State(MODE_MODULES[0].NAME)
-                        with gr.Tabs(elem_id="mode_img2img") as mode_tabs:
+                        with gr.Tabs(elem_id="mode_img2img", overflow_behavior="wrap") as mode_tabs:
                             modes = [module.build(settings) for module in MODE_MODULES]
+                        inpaint = build_inpaint_panel()  # shown on the inpaint sub-tabs
                         params = build_params_panel()
+                        scripts = build_scripts_panel(settings.models_dir, interrogator)
                     with gr.Column(scale=1, elem_id="img2img_results"):
                         output = build_output_panel(SEND_TARGETS)
             png_info = tab_png_info.build(SEND_TARGETS)
 
-        fields = _ordered_fields(toprow, params)
-        ui = _Wiring(engine, modes, fields, params, output, mode_state)
+        fields = _ordered_fields(toprow, params, inpaint)
+        ui = _Wiring(engine, modes, fields, params, output, mode_state, scripts)
         ui.wire_generation(toprow)
         ui.wire_mode_tabs()
         ui.wire_seed_buttons()
         ui.wire_send_buttons(main_tabs, mode_tabs, output, png_info)
+        wire_inpaint_panel(inpaint, modes, output, png_info)
+        wire_script_tabs(scripts, modes, tab_scripts.TAB_SCRIPTS)
+        wire_script_paste(scripts, output, png_info, tab_scripts.TAB_SCRIPTS)
+        interrogate = build_interrogate_button(toprow.generate)
+        wire_interrogate(interrogate, interrogator, modes, mode_state, toprow.prompt)
     return blocks
 
 
-def _ordered_fields(toprow: Toprow, params: ParamsPanel) -> list[Any]:
-    by_name = {"prompt": toprow.prompt, "negative_prompt": toprow.negative_prompt, **params.fields}
+def _ordered_fields(toprow: Toprow, params: ParamsPanel, inpaint: InpaintPanel) -> list[Any]:
+    by_name = {"prompt": toprow.prompt, "negative_prompt": toprow.negative_prompt, **params.fields,
+               **inpaint.fields}
     assert set(by_name) == set(FIELD_NAMES), set(by_name) ^ set(FIELD_NAMES)
     return [by_name[name] for name in FIELD_NAMES]
 
@@ -92,8 +112,9 @@ class _Wiring:
     """Event handlers over the built widgets. Handlers get widget values and return widget updates."""
 
     def __init__(self, engine: Engine, modes: list[ModeTab], fields: list[Any], params: ParamsPanel,
-                 output: OutputPanel, mode_state: gr.State):
+                 output: OutputPanel, mode_state: gr.State, scripts: ScriptsPanel):
         self.engine, self.modes, self.fields, self.params = engine, modes, fields, params
+        self.scripts = scripts  # the Script dropdown: Generate runs the chosen script instead of img2img
         self.output, self.mode_state = output, mode_state
         self.mode_inputs = [c for m in modes for c in m.inputs]
         self.image_sizes = gr.State({})  # mode name -> (width, height) of its image, or None
@@ -110,17 +131,17 @@ class _Wiring:
     # 1. Generate / Interrupt / Skip ------------------------------------------------------------------------
     def wire_generation(self, toprow: Toprow) -> None:
         out, sizes, note = self.output, self.image_sizes, self.params.scale_note
-        n_modes = len(self.mode_inputs)
+        n_modes, n_fields = len(self.mode_inputs), len(FIELD_NAMES)
 
         def generate(mode_name: str, resize_tab: str, known: dict, *values: Any):
             mode, mode_values = self._mode_values(mode_name, values[:n_modes])
-            field_values = dict(zip(FIELD_NAMES, values[n_modes:], strict=True))
+            field_values = dict(zip(FIELD_NAMES, values[n_modes:n_modes + n_fields], strict=True))
             request = request_for(mode, mode_values, field_values, resize_tab)
+            job = self.scripts.job(self.engine, request, values[n_modes + n_fields:])
             known = {**known, mode.name: request.init_image.size}
             skip4 = (gr.skip(),) * 4
             note_text = scale_text(known[mode.name], field_values["scale"])
             yield *skip4, "Starting…", gr.Image(value=None, visible=False), known, note_text
-            job = lambda on_progress, control: self.engine.img2img(request, on_progress, control)  # noqa: E731
             try:
                 for event in run_in_thread(job):
                     if isinstance(event, Progress):
@@ -134,7 +155,8 @@ class _Wiring:
             except Exception as exc:  # keep the server up and tell the user what happened
                 raise user_error(exc) from None
 
-        inputs = [self.mode_state, self.params.resize_tab, sizes, *self.mode_inputs, *self.fields]
+        inputs = [self.mode_state, self.params.resize_tab, sizes, *self.mode_inputs, *self.fields,
+                  *self.scripts.inputs]
         outputs = [out.gallery, out.results, out.selected, out.infotext, out.progress, out.preview,
                    sizes, note]
         toprow.generate.click(generate, inputs=inputs, outputs=outputs, concurrency_limit=1,
@@ -239,8 +261,16 @@ class _Wiring:
             gallery_inputs = [output.results, output.selected, scale, sizes]
             output.send_buttons[target.name].click(from_gallery, inputs=gallery_inputs, outputs=outputs,
                                                    queue=False)
+            # Show the img2img tab first, then fill it: an ImageEditor first shown in the same update that
+            # gives it an image stays blank (0x0 canvas) when its page was hidden.
             png_info.send_buttons[target.name].click(
+                _show_main_tab, inputs=png_info.image, outputs=main_tabs, queue=False).then(
                 from_png_info, inputs=[png_info.image, scale, sizes], outputs=outputs, queue=False)
+
+
+def _show_main_tab(image: Any) -> Any:
+    """Step 1 of PNG Info's "Send to": switch to the img2img tab when there is an image to send."""
+    return gr.Tabs(selected=MAIN_TAB_ID) if image is not None else gr.skip()
 
 
 __all__ = ["build_ui", "launch_options"]

@@ -1,4 +1,4 @@
-"""What every img2img sub-tab (img2img, Sketch; later Inpaint, Inpaint sketch, Inpaint upload) provides.
+"""What every img2img sub-tab (img2img, Sketch, Inpaint, Inpaint sketch, Inpaint upload, ...) provides.
 
 A sub-tab module's `build(settings)` creates its widgets inside a gr.Tab and returns a ModeTab. The shared
 code only talks to ModeTab: it reads the tab's inputs into request fields, puts a sent image into it,
@@ -32,6 +32,7 @@ class ModeTab:
     image_input: Any  # the component that "Send to" fills
     # a PIL image -> the value for image_input (plain image or editor dict)
     to_value: Callable[[Image.Image], Any] = lambda image: image
+    masks: bool = False  # an inpaint sub-tab: read gives a "mask" and the inpaint controls are shown
 
     def init_image(self, *values: Any) -> Image.Image | None:
         return self.read(*values).get("init_image")

@@ -14,7 +14,15 @@ from typing import Any, Mapping
 from PIL import Image
 
 from pipelines.progress import ProgressUpdate
-from pipelines.requests import RESIZE_MODE_LABELS, Img2ImgRequest, RequestError, ResizeMode
+from pipelines.requests import (
+    RESIZE_MODE_LABELS,
+    Img2ImgRequest,
+    InpaintArea,
+    MaskedContent,
+    MaskMode,
+    RequestError,
+    ResizeMode,
+)
 
 # The parameter widgets, in the order the generate handler receives them; labels are A1111's.
 FIELD_LABELS: dict[str, str] = {
@@ -36,9 +44,27 @@ FIELD_LABELS: dict[str, str] = {
     "subseed": "Variation seed",
     "subseed_strength": "Variation strength",
 }
+# The inpaint controls (shown on the inpaint sub-tabs, ui.inpaint_params) and Color correction.
+INPAINT_FIELD_LABELS: dict[str, str] = {
+    "mask_blur": "Mask blur",
+    "mask_mode": "Mask mode",
+    "masked_content": "Masked content",
+    "inpaint_area": "Inpaint area",
+    "only_masked_padding": "Only masked padding, pixels",
+    "mask_grow": "Mask grow/shrink",
+    "soft_inpainting": "Soft inpainting",
+    "color_correction": "Color correction",
+}
+FIELD_LABELS.update(INPAINT_FIELD_LABELS)
 FIELD_NAMES = tuple(FIELD_LABELS)
 # Request fields that are not widgets of the panel, for readable error messages.
-_OTHER_LABELS = {"init_image": "Image", "scheduler": "Schedule type"}
+_OTHER_LABELS = {"init_image": "Image", "scheduler": "Schedule type", "mask": "Mask", "mask_blur_x": "Mask blur",
+                 "mask_blur_y": "Mask blur", "mask_alpha": "Mask transparency", "script_args": "Script"}
+
+MASK_MODE_LABELS = {MaskMode.INPAINT_MASKED: "Inpaint masked", MaskMode.INPAINT_NOT_MASKED: "Inpaint not masked"}
+MASK_MODE_CHOICES = tuple(MASK_MODE_LABELS.values())
+MASKED_CONTENT_CHOICES = tuple(m.label for m in MaskedContent)  # fill, original, latent noise, latent nothing
+INPAINT_AREA_CHOICES = tuple(a.label for a in InpaintArea)  # Whole picture, Only masked
 
 RESIZE_TO, RESIZE_BY = "resize_to", "resize_by"  # the "Resize to" / "Resize by" tabs
 RESIZE_MODE_CHOICES = tuple(RESIZE_MODE_LABELS[m] for m in ResizeMode)
@@ -81,9 +107,37 @@ def request_from_fields(fields: Mapping[str, Any], init_image: Image.Image | Non
         subseed_strength=_as_float("subseed_strength", fields["subseed_strength"]) if extra else 0.0,
         batch_size=_as_int("batch_size", fields["batch_size"]),
         n_iter=_as_int("n_iter", fields["n_iter"]),
+        **inpaint_request_fields(fields),
     )
     request.validate()
     return request
+
+
+def inpaint_request_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The inpaint controls as Img2ImgRequest fields (the engine uses them when the sub-tab gives a mask).
+    A caller without any of these widgets gets the request's defaults."""
+    if not any(name in fields for name in INPAINT_FIELD_LABELS):
+        return {}
+    blur = _as_int("mask_blur", fields["mask_blur"])
+    return {
+        "mask_blur_x": blur,
+        "mask_blur_y": blur,
+        "mask_mode": MaskMode(_choice_index("mask_mode", fields["mask_mode"], MASK_MODE_CHOICES)),
+        "masked_content": MaskedContent(_choice_index("masked_content", fields["masked_content"],
+                                                      MASKED_CONTENT_CHOICES)),
+        "inpaint_area": InpaintArea(_choice_index("inpaint_area", fields["inpaint_area"], INPAINT_AREA_CHOICES)),
+        "only_masked_padding": _as_int("only_masked_padding", fields["only_masked_padding"]),
+        "mask_grow": _as_int("mask_grow", fields["mask_grow"]),
+        "soft_inpainting": bool(fields["soft_inpainting"]),
+        "color_correction": bool(fields["color_correction"]),
+    }
+
+
+def _choice_index(name: str, label: Any, choices: tuple[str, ...]) -> int:
+    """The position of a radio's label among its choices (the enums are declared in the same order)."""
+    if label not in choices:
+        raise RequestError(name, f"{label!r} is not one of {', '.join(choices)}")
+    return choices.index(label)
 
 
 def check_image(image: Any, label: str = "img2img") -> Image.Image:
@@ -154,10 +208,21 @@ _INFOTEXT_FIELDS: dict[str, tuple[str, Any]] = {
     "Denoising strength": ("denoising_strength", float),
     "Variation seed": ("subseed", int),
     "Variation seed strength": ("subseed_strength", float),
+    "Mask blur": ("mask_blur", int),
+    "Masked area padding": ("only_masked_padding", int),
+    "Mask grow": ("mask_grow", int),
 }
-# Keys the engine leaves out when they hold the default; a params line without them means that default.
+# Keys the engine leaves out when they hold the default; a params line without them means that default
+# (for the inpaint keys A1111's paste does the same).
 _OMITTED_DEFAULTS = {"Schedule type": "Automatic", "Variation seed strength": "0",
-                     "Resize mode": "Just resize"}
+                     "Resize mode": "Just resize", "Mask mode": "Inpaint masked", "Masked content": "original",
+                     "Inpaint area": "Whole picture", "Masked area padding": "32", "Mask grow": "0",
+                     "Soft inpainting": "False", "Color correction": "False"}
+# infotext key -> (field, the radio's choices); a choice may also be given by its index (the API's numbers)
+_INFOTEXT_CHOICES = {"Mask mode": ("mask_mode", MASK_MODE_CHOICES),
+                     "Masked content": ("masked_content", MASKED_CONTENT_CHOICES),
+                     "Inpaint area": ("inpaint_area", INPAINT_AREA_CHOICES)}
+_INFOTEXT_FLAGS = {"Soft inpainting": "soft_inpainting", "Color correction": "color_correction"}
 
 
 def fields_from_infotext(parsed: Mapping[str, Any]) -> FieldUpdates:
@@ -207,7 +272,43 @@ def fields_from_infotext(parsed: Mapping[str, Any]) -> FieldUpdates:
             out.warnings.append(f"Resize mode: {mode!r} is not one of {', '.join(RESIZE_MODE_CHOICES)}")
     if "subseed_strength" in out.values:
         out.values["show_extra"] = out.values["subseed_strength"] > 0
+    _paste_inpaint_fields(params, out)
     return out
+
+
+def _paste_inpaint_fields(params: Mapping[str, Any], out: FieldUpdates) -> None:
+    """The inpaint keys: radios by label (any case) or index, checkboxes by True/False; one Mask blur
+    slider stands for A1111's separate "Mask blur x" / "Mask blur y"."""
+    for key, (name, choices) in _INFOTEXT_CHOICES.items():
+        if key not in params:
+            continue
+        text = str(params[key]).strip()
+        label = next((c for c in choices if c.lower() == text.lower()), None)
+        if label is None and text.isdigit() and int(text) < len(choices):
+            label = choices[int(text)]
+        if label is None:
+            out.warnings.append(f"{key}: {text!r} is not one of {', '.join(choices)}")
+        else:
+            out.values[name] = label
+    for key, name in _INFOTEXT_FLAGS.items():
+        if key in params:
+            text = str(params[key]).strip().lower()
+            if text in ("true", "false"):
+                out.values[name] = text == "true"
+            else:
+                out.warnings.append(f"{key}: {params[key]!r} is not True or False")
+    if "mask_blur" not in out.values and "Mask blur x" in params:
+        text_x = str(params["Mask blur x"]).strip()
+        text_y = str(params.get("Mask blur y", text_x)).strip()
+        try:
+            blur_x, blur_y = int(text_x), int(text_y)
+        except ValueError:
+            out.warnings.append(f"Mask blur x/y: {text_x!r}, {text_y!r} are not whole numbers")
+            return
+        out.values["mask_blur"] = blur_x
+        if blur_y != blur_x:
+            out.warnings.append(f"Mask blur y: {blur_y} differs from x ({blur_x}); the one Mask blur slider "
+                                f"takes {blur_x}")
 
 
 # 3. Progress -> text ----------------------------------------------------------------------------------------
