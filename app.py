@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.launch_flags import Settings, parse_flags
+from pipelines.launch_flags import Settings, parse_credentials, parse_flags
 
 log = logging.getLogger("app")
 
@@ -32,23 +32,8 @@ def configure_environment() -> None:
 
 
 def parse_auth(text: str | None) -> list[tuple[str, str]] | None:
-    """--gradio-auth "user:pass,user2:pass2" -> [("user", "pass"), ("user2", "pass2")] (None when unset).
-
-    Each entry splits at its first ':' so a password may contain ':'; a password cannot contain ','
-    (A1111's format has no escape). Blank entries are ignored.
-    """
-    if text is None or not text.strip():
-        return None
-    credentials = []
-    for entry in text.split(","):
-        entry = entry.strip()
-        if not entry:
-            continue
-        user, sep, password = entry.partition(":")
-        if not sep or not user:
-            raise ValueError(f"--gradio-auth: {entry!r} is not user:password")
-        credentials.append((user, password))
-    return credentials or None
+    """--gradio-auth "user:pass,user2:pass2" -> [("user", "pass"), ...] (None when unset)."""
+    return parse_credentials(text, "--gradio-auth")
 
 
 @dataclass
@@ -142,9 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         auth = parse_auth(settings.gradio_auth)
         if settings.api or settings.nowebui:
-            from api.auth import parse_credentials
-
-            parse_credentials(settings.api_auth)  # a malformed --api-auth stops here, before loading models
+            parse_credentials(settings.api_auth, "--api-auth")  # a typo stops here, before models load
     except ValueError as exc:
         sys.exit(str(exc))
     if settings.nowebui:

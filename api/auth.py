@@ -8,29 +8,16 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException
+
+from pipelines.launch_flags import parse_credentials as parse_flag_credentials
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 Credentials = list[tuple[str, str]]
 
 
 def parse_credentials(text: str | None) -> Credentials | None:
-    """ "user:pass,user2:pass2" -> [("user", "pass"), ("user2", "pass2")]; None when unset or blank.
-
-    Each entry splits at its first ':' (a password may contain ':', not ','). A malformed entry raises
-    ValueError naming it, so a typo in --api-auth stops start-up instead of leaving the API open.
-    """
-    if text is None or not text.strip():
-        return None
-    credentials = []
-    for entry in text.split(","):
-        entry = entry.strip()
-        if not entry:
-            continue
-        user, sep, password = entry.partition(":")
-        if not sep or not user:
-            raise ValueError(f"--api-auth: {entry!r} is not user:password")
-        credentials.append((user, password))
-    return credentials or None
+    """--api-auth "user:pass,user2:pass2" -> credentials (None when unset); ValueError when malformed."""
+    return parse_flag_credentials(text, "--api-auth")
 
 
 def _matches(given: str, expected: str) -> bool:

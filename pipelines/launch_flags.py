@@ -119,3 +119,24 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
     data_dir = values["data_dir"].resolve()
     values["data_dir"] = data_dir
     return Settings(**values)
+
+
+def parse_credentials(text: str | None, flag: str) -> list[tuple[str, str]] | None:
+    """--gradio-auth / --api-auth "user:pass,user2:pass2" -> [("user", "pass"), ("user2", "pass2")].
+
+    None when unset or blank. Each entry splits at its first ':' (a password may contain ':', not ','; A1111's
+    format has no escape). A malformed entry raises ValueError naming the flag and the entry, so a typo stops
+    start-up instead of leaving the UI or API open.
+    """
+    if text is None or not text.strip():
+        return None
+    credentials = []
+    for entry in text.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        user, sep, password = entry.partition(":")
+        if not sep or not user:
+            raise ValueError(f"{flag}: {entry!r} is not user:password")
+        credentials.append((user, password))
+    return credentials or None
