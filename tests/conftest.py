@@ -30,3 +30,24 @@ def png_with_infotext(tmp_path: Path):
         return path
 
     return make
+
+
+# The browser tests: one Chromium per module, a fresh page per test on the module's own `server`
+# fixture ((url, data_dir) of an app started with tests/browser.running_app).
+@pytest.fixture(scope="module")
+def browser():
+    from browser import chromium  # noqa: PLC0415 - only the browser tests need playwright
+
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(server[0])
+    page.wait_for_selector("#img2img_generate")
+    yield page
+    context.close()

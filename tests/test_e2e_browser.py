@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser import app_log, chromium, running_app
+from browser import app_log, running_app
 from PIL import Image
 
 from pipelines.infotext import parse_infotext
@@ -31,23 +31,6 @@ def server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("app-data")  # empty models/ -> the demo model runs
     with running_app(data_dir) as url:
         yield url, data_dir
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(server[0])
-    page.wait_for_selector("#img2img_generate")
-    yield page
-    context.close()
 
 
 @pytest.fixture
