@@ -6,10 +6,10 @@ import weakref
 
 import numpy as np
 import pytest
+from demo_engine import make_demo_engine
 from PIL import Image
 
 from pipelines.device_policy import DevicePolicy
-from pipelines.engine import Engine
 from pipelines.infotext import parse_infotext
 from pipelines.launch_flags import parse_flags
 from pipelines.model_manager import ModelManager
@@ -20,10 +20,7 @@ from pipelines.requests import Img2ImgRequest, RequestError, ResizeMode
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    settings = parse_flags(["--data-dir", str(tmp_path_factory.mktemp("data"))])
-    models = ModelManager(settings, DevicePolicy.from_settings(settings))
-    models.load(None)
-    return Engine(models, settings.outputs_dir, preview_every=2)
+    return make_demo_engine(tmp_path_factory.mktemp("data"), preview_every=2)
 
 
 def source_image(w=96, h=80):

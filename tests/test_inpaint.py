@@ -2,30 +2,20 @@
 
 import numpy as np
 import pytest
+from demo_engine import make_demo_engine
 import torch
 from diffusers import UNet2DConditionModel
 from PIL import Image, ImageDraw
 
 from pipelines.components import SDComponents
 from pipelines.demo_model import build_demo_components
-from pipelines.device_policy import DevicePolicy
-from pipelines.engine import Engine
 from pipelines.infotext import parse_infotext
-from pipelines.launch_flags import parse_flags
-from pipelines.model_manager import ModelManager
 from pipelines.requests import Img2ImgRequest, InpaintArea, MaskedContent, MaskMode, RequestError
-
-
-def make_engine(data_dir):
-    settings = parse_flags(["--data-dir", str(data_dir)])
-    models = ModelManager(settings, DevicePolicy.from_settings(settings))
-    models.load(None)
-    return Engine(models, settings.outputs_dir)
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    return make_engine(tmp_path_factory.mktemp("data"))
+    return make_demo_engine(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +31,7 @@ def engine9(tmp_path_factory):
     unet = UNet2DConditionModel.from_config(config)
     write_checkpoint(SDComponents(unet, demo.vae, demo.text_encoder, demo.tokenizer, demo.scheduler),
                      data / "models" / "Stable-diffusion" / "tiny-inpainting.safetensors")
-    return make_engine(data)
+    return make_demo_engine(data)
 
 
 def picture(w=96, h=64):

@@ -6,14 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from demo_engine import make_demo_engine
 from PIL import Image
 
 from pipelines.color_correction import srgb_to_lab
-from pipelines.device_policy import DevicePolicy
-from pipelines.engine import Engine, GenerationResult
+from pipelines.engine import GenerationResult
 from pipelines.infotext import build_infotext, parse_infotext
-from pipelines.launch_flags import parse_flags
-from pipelines.model_manager import ModelManager
 from pipelines.progress import JobControl, ProgressUpdate
 from pipelines.requests import Img2ImgRequest, MaskedContent, RequestError
 from scripts.loopback import (AppendInterrogation, DenoisingCurve, LoopbackParams, loop_strengths,
@@ -260,10 +258,7 @@ def test_saved_loop_images_and_grid(tmp_path):
 # 3. The demo model ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    settings = parse_flags(["--data-dir", str(tmp_path_factory.mktemp("data"))])
-    models = ModelManager(settings, DevicePolicy.from_settings(settings))
-    models.load(None)
-    return Engine(models, settings.outputs_dir, preview_every=0)
+    return make_demo_engine(tmp_path_factory.mktemp("data"), preview_every=0)
 
 
 def colourful(w=64, h=64):

@@ -3,13 +3,11 @@ interrupt (fake engine), and the demo model end to end."""
 
 import numpy as np
 import pytest
+from demo_engine import make_demo_engine
 from PIL import Image
 
-from pipelines.device_policy import DevicePolicy
-from pipelines.engine import Engine, GenerationResult
+from pipelines.engine import GenerationResult
 from pipelines.infotext import build_infotext
-from pipelines.launch_flags import parse_flags
-from pipelines.model_manager import ModelManager
 from pipelines.progress import JobControl
 from pipelines.requests import Img2ImgRequest, InpaintArea, MaskedContent, RequestError
 from scripts.outpainting_poor_man import PoorManOutpaintingParams, margins, parse_script_args, run
@@ -132,10 +130,7 @@ def test_pixels_must_be_smaller_than_the_tile(tmp_path):
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    settings = parse_flags(["--data-dir", str(tmp_path_factory.mktemp("data"))])
-    models = ModelManager(settings, DevicePolicy.from_settings(settings))
-    models.load(None)
-    return Engine(models, settings.outputs_dir, preview_every=0)
+    return make_demo_engine(tmp_path_factory.mktemp("data"), preview_every=0)
 
 
 def test_demo_model_outpaints_and_keeps_the_original(engine):

@@ -3,13 +3,11 @@ script_args, and the demo model end to end."""
 
 import numpy as np
 import pytest
+from demo_engine import make_demo_engine
 from PIL import Image
 
-from pipelines.device_policy import DevicePolicy
-from pipelines.engine import Engine, GenerationResult
+from pipelines.engine import GenerationResult
 from pipelines.infotext import build_infotext
-from pipelines.launch_flags import parse_flags
-from pipelines.model_manager import ModelManager
 from pipelines.progress import JobControl
 from pipelines.requests import Img2ImgRequest, InpaintArea, MaskedContent, RequestError
 from scripts.outpainting_mk2 import (OutpaintingMk2Params, _Side, expand_canvas_mk2, matched_noise,
@@ -141,10 +139,7 @@ def test_bad_script_args(args, needle):
 # 3. The demo model ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    settings = parse_flags(["--data-dir", str(tmp_path_factory.mktemp("data"))])
-    models = ModelManager(settings, DevicePolicy.from_settings(settings))
-    models.load(None)
-    return Engine(models, settings.outputs_dir, preview_every=0)
+    return make_demo_engine(tmp_path_factory.mktemp("data"), preview_every=0)
 
 
 def test_demo_model_outpaints_one_side_deterministically(engine):

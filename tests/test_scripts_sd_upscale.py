@@ -3,16 +3,14 @@ and the demo model end to end."""
 
 import numpy as np
 import pytest
+from demo_engine import make_demo_engine
 import torch
 from PIL import Image
 from safetensors.torch import save_file
 
 from pipelines import upscalers
-from pipelines.device_policy import DevicePolicy
-from pipelines.engine import Engine, GenerationResult
+from pipelines.engine import GenerationResult
 from pipelines.infotext import build_infotext, parse_infotext
-from pipelines.launch_flags import parse_flags
-from pipelines.model_manager import ModelManager
 from pipelines.outputs import read_infotext
 from pipelines.progress import JobControl, ProgressUpdate
 from pipelines.requests import Img2ImgRequest, RequestError, ResizeMode
@@ -264,10 +262,7 @@ def test_colour_correction_is_per_tile_against_its_own_source(tmp_path):
 # 6. The demo model ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    settings = parse_flags(["--data-dir", str(tmp_path_factory.mktemp("data"))])
-    models = ModelManager(settings, DevicePolicy.from_settings(settings))
-    models.load(None)
-    return Engine(models, settings.outputs_dir, preview_every=0)
+    return make_demo_engine(tmp_path_factory.mktemp("data"), preview_every=0)
 
 
 def test_demo_model_sd_upscale_is_deterministic_and_batches_match_single_tiles(engine, tmp_path):

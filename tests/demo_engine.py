@@ -1,0 +1,18 @@
+"""The engine on the embedded demo model in a fresh data dir: what most engine-level tests run against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.device_policy import DevicePolicy
+from pipelines.engine import Engine
+from pipelines.launch_flags import parse_flags
+from pipelines.model_manager import ModelManager
+
+
+def make_demo_engine(data_dir: Path, preview_every: int = 5) -> Engine:
+    """Loads whatever models/Stable-diffusion/ under data_dir holds (nothing: the demo model)."""
+    settings = parse_flags(["--data-dir", str(data_dir)])
+    models = ModelManager(settings, DevicePolicy.from_settings(settings))
+    models.load(None)
+    return Engine(models, settings.outputs_dir, preview_every=preview_every)
