@@ -5,6 +5,8 @@ Never `playwright install`: the tests drive the system Chromium (apt-get install
 
 from __future__ import annotations
 
+import datetime
+
 import os
 import socket
 import subprocess
@@ -83,3 +85,26 @@ def chromium() -> Iterator[object]:
             yield browser
         finally:
             browser.close()
+
+
+def outputs_today(data_dir: Path) -> list[Path]:
+    """The img2img PNGs the app saved today under data_dir, in name (= number) order."""
+    folder = data_dir / "outputs" / "img2img-images" / datetime.date.today().isoformat()
+    return sorted(folder.glob("*.png")) if folder.exists() else []
+
+
+def set_number(page, elem_id: str, value) -> None:
+    """Type into a slider's (or number box's) number input, as a user does."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+    assert float(box.input_value()) == float(value)
+
+
+def upload_to_editor(page, elem_id: str, path: Path) -> None:
+    """Drop a file on an ImageEditor once it is ready: a file given before its canvas exists (right after
+    its tab is first shown) is silently ignored by Gradio's editor."""
+    editor = page.locator(f"#{elem_id}")
+    editor.locator("canvas").first.wait_for(state="attached")
+    editor.locator("input[type=file]").set_input_files(str(path))
+    editor.get_by_text("Upload an image").wait_for(state="hidden")

@@ -5,14 +5,13 @@ Needs Debian's Chromium at /usr/bin/chromium (`apt-get install -y chromium`); ne
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 import time
 from pathlib import Path
 
 import pytest
-from browser import app_log, running_app
+from browser import app_log, outputs_today, running_app, set_number, upload_to_editor
 from PIL import Image
 
 from pipelines.infotext import parse_infotext
@@ -38,28 +37,6 @@ def source_png(tmp_path) -> Path:
     path = tmp_path / "source.png"
     Image.new("RGB", (96, 64), SOURCE_COLOR).save(path)
     return path
-
-
-def set_number(page, elem_id: str, value) -> None:
-    """Type into a slider's (or number box's) number input, as a user does."""
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    assert float(box.input_value()) == float(value)
-
-
-def upload_to_editor(page, elem_id: str, path: Path) -> None:
-    """Drop a file on an ImageEditor once it is ready: a file given before its canvas exists (right after
-    its tab is first shown) is silently ignored by Gradio's editor."""
-    editor = page.locator(f"#{elem_id}")
-    editor.locator("canvas").first.wait_for(state="attached")
-    editor.locator("input[type=file]").set_input_files(str(path))
-    editor.get_by_text("Upload an image").wait_for(state="hidden")
-
-
-def outputs_today(data_dir: Path) -> list[Path]:
-    folder = data_dir / "outputs" / "img2img-images" / datetime.date.today().isoformat()
-    return sorted(folder.glob("*.png")) if folder.exists() else []
 
 
 def wait_for_new_output(data_dir: Path, before: int, timeout: float = 30) -> Path:

@@ -7,14 +7,13 @@ Needs Debian's Chromium at /usr/bin/chromium (`apt-get install -y chromium`); ne
 
 from __future__ import annotations
 
-import datetime
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import app_log, running_app
+from browser import app_log, outputs_today, running_app, set_number, upload_to_editor
 from PIL import Image
 
 from pipelines.infotext import parse_infotext
@@ -74,24 +73,9 @@ def mask_png(tmp_path) -> Path:
 
 
 # Helpers ----------------------------------------------------------------------------------------------------
-def set_number(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    assert float(box.input_value()) == float(value)
-
-
 def open_inpaint_tab(page) -> None:
     page.get_by_role("tab", name="Inpaint", exact=True).click()
     page.locator("#img2img_mask_blur").wait_for()  # the inpaint controls appear with the tab
-
-
-def upload_to_editor(page, elem_id: str, path: Path) -> None:
-    """Drop a file on an ImageEditor once it is ready (a file given before its canvas exists is ignored)."""
-    editor = page.locator(f"#{elem_id}")
-    editor.locator("canvas").first.wait_for(state="attached")
-    editor.locator("input[type=file]").set_input_files(str(path))
-    editor.get_by_text("Upload an image").wait_for(state="hidden")
 
 
 def small_fast_run(page) -> None:
@@ -99,11 +83,6 @@ def small_fast_run(page) -> None:
     set_number(page, "img2img_width", SIZE)
     set_number(page, "img2img_height", SIZE)
     set_number(page, "img2img_mask_blur", 0)
-
-
-def outputs_today(data_dir: Path) -> list[Path]:
-    folder = data_dir / "outputs" / "img2img-images" / datetime.date.today().isoformat()
-    return sorted(folder.glob("*.png")) if folder.exists() else []
 
 
 def generate(page, data_dir: Path, timeout: float = 45) -> Path:

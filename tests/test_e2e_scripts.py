@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser import app_log, running_app
+from browser import app_log, running_app, set_number
 from PIL import Image
 
 from pipelines.infotext import parse_infotext
@@ -39,13 +39,6 @@ def source_png(tmp_path) -> Path:
 
 
 # Helpers ----------------------------------------------------------------------------------------------------
-def set_number(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    assert float(box.input_value()) == float(value)
-
-
 def input_value(page, selector: str) -> str:
     return page.locator(selector).input_value()
 
