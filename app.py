@@ -39,19 +39,19 @@ def parse_auth(text: str | None) -> list[tuple[str, str]] | None:
 @dataclass
 class AppParts:
     blocks: Any  # gr.Blocks, or None when serving the API alone (--nowebui)
-    engine: Any  # pipelines.engine.Engine
-    models: Any  # pipelines.model_manager.ModelManager
+    engine: Any  # pipelines.generation.engine.Engine
+    models: Any  # pipelines.models.model_manager.ModelManager
     settings: Settings
-    interrogator: Any = None  # pipelines.interrogate.Interrogator (loads its models on first use)
+    interrogator: Any = None  # pipelines.models.interrogate.Interrogator (loads its models on first use)
 
 
 def create_core(settings: Settings) -> AppParts:
     """Device policy -> models -> engine -> interrogator: everything both front ends share."""
     configure_environment()
     from pipelines.device_policy import DevicePolicy, MemoryMode
-    from pipelines.engine import Engine
-    from pipelines.interrogate import Interrogator
-    from pipelines.model_manager import ModelManager
+    from pipelines.generation.engine import Engine
+    from pipelines.models.interrogate import Interrogator
+    from pipelines.models.model_manager import ModelManager
 
     policy = DevicePolicy.from_settings(settings)
     log.info("Device policy: %s", policy.describe())
@@ -96,7 +96,7 @@ def launch_kwargs(settings: Settings) -> dict[str, Any]:
 def api_extras(parts: AppParts) -> dict[str, Any]:
     """What the /sdapi/v1 routes need beyond the engine: scripts, the interrogator, the upscaler list."""
     from api.scripts import RegistryScripts
-    from pipelines.upscalers import list_upscalers
+    from pipelines.models.upscalers import list_upscalers
 
     models_dir = parts.settings.models_dir
     return {"scripts": RegistryScripts(parts.engine, models_dir, parts.interrogator),

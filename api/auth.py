@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from pipelines.launch_flags import parse_credentials as parse_flag_credentials
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 Credentials = list[tuple[str, str]]
 

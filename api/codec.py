@@ -14,8 +14,8 @@ import re
 
 from PIL import Image, PngImagePlugin
 
-from pipelines.outputs import PNG_INFO_KEY
-from pipelines.requests import RequestError
+from pipelines.fields import RequestError
+from pipelines.io.outputs import PNG_INFO_KEY
 
 _DATA_URL = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 
-from pipelines.requests import RequestError
+from pipelines.fields import RequestError
 
 log = logging.getLogger("api")
 

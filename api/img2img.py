@@ -21,10 +21,11 @@ from api.errors import ApiError, field_error
 from api.models import Img2ImgBody
 from api.scripts import ScriptCatalog
 from api.state import JobTracker
-from pipelines.infotext import parse_infotext
-from pipelines.model_manager import ModelManager, ModelNotFound
-from pipelines.requests import Img2ImgRequest, InpaintArea, RequestError
-from pipelines.samplers import SAMPLER_NAMES, resolve_sampler
+from pipelines.fields import InpaintArea, RequestError
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.generation.samplers import SAMPLER_NAMES, resolve_sampler
+from pipelines.io.infotext import parse_infotext
+from pipelines.models.model_manager import ModelManager, ModelNotFound
 
 # Img2ImgRequest field -> the API field a client sent, so errors name what the client wrote.
 API_FIELD_FOR = {

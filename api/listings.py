@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from pipelines.samplers import SAMPLERS, SCHEDULE_TYPES
+from pipelines.generation.samplers import SAMPLERS, SCHEDULE_TYPES
 
 BUILTIN_UPSCALERS = [  # A1111's non-model upscalers (its UpscalerData default scale is 4)
     {"name": "None", "model_name": None, "model_path": None, "model_url": None, "scale": 4},
@@ -70,7 +70,7 @@ def _upscaler_item(entry: Any) -> dict[str, Any]:
         item = {k: entry.get(k) for k in keys}
     else:
         item = {k: getattr(entry, k, None) for k in keys}
-        path = getattr(entry, "path", None)  # pipelines.upscalers.UpscalerInfo(name, path, scale)
+        path = getattr(entry, "path", None)  # pipelines.models.upscalers.UpscalerInfo(name, path, scale)
         if item["model_path"] is None and path is not None:
             item["model_path"] = path
             item["model_name"] = item["model_name"] or Path(path).stem

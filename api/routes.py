@@ -39,11 +39,11 @@ from api.models import (
 )
 from api.scripts import ScriptCatalog
 from api.state import JobTracker, OptionsStore
-from pipelines.engine import VERSION as ENGINE_VERSION
-from pipelines.infotext import parse_infotext
+from pipelines.fields import RequestError
+from pipelines.generation.engine import VERSION as ENGINE_VERSION
+from pipelines.io.infotext import parse_infotext
+from pipelines.io.outputs import read_infotext
 from pipelines.launch_flags import Settings
-from pipelines.outputs import read_infotext
-from pipelines.requests import RequestError
 
 log = logging.getLogger("api")
 PREFIX = "/sdapi/v1"

@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image
 
-from pipelines.progress import JobControl, ProgressUpdate
+from pipelines.generation.progress import JobControl, ProgressUpdate
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Engine vs bare diffusers on the same img2img job, alternating A B A B, medians compared.
 
 The job: demo model, 512x512, 20 steps, denoising 0.75 (15 UNet steps), Euler a, CFG 7, seed 1234.
-A = pipelines.engine.Engine.img2img (validation, resize, chunked prompt encoding, seeded noise,
+A = pipelines.generation.engine.Engine.img2img (validation, resize, chunked prompt encoding, seeded noise,
 progress callback with latent previews, infotext; saving off). B = a plain
 StableDiffusionImg2ImgPipeline built from the very same components, called with the PIL image.
 
@@ -27,10 +27,10 @@ from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionImg2ImgPip
 from PIL import Image  # noqa: E402
 
 from pipelines.device_policy import DevicePolicy  # noqa: E402
-from pipelines.engine import Engine  # noqa: E402
+from pipelines.generation.engine import Engine  # noqa: E402
+from pipelines.generation.requests import Img2ImgRequest  # noqa: E402
 from pipelines.launch_flags import parse_flags  # noqa: E402
-from pipelines.model_manager import ModelManager  # noqa: E402
-from pipelines.requests import Img2ImgRequest  # noqa: E402
+from pipelines.models.model_manager import ModelManager  # noqa: E402
 
 PROMPT = "a watercolor painting of a lighthouse at dusk, soft light"
 

@@ -22,17 +22,17 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import torch  # noqa: E402
 from diffusers import UNet2DConditionModel  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-
 from ldm_export import write_checkpoint  # noqa: E402
 from model_switch_memory import rss_mb  # noqa: E402
-from pipelines.components import SDComponents  # noqa: E402
-from pipelines.demo_model import build_demo_components  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
 from pipelines.device_policy import DevicePolicy  # noqa: E402
-from pipelines.engine import Engine  # noqa: E402
+from pipelines.generation.engine import Engine  # noqa: E402
+from pipelines.generation.requests import Img2ImgRequest  # noqa: E402
 from pipelines.launch_flags import parse_flags  # noqa: E402
-from pipelines.model_manager import ModelManager  # noqa: E402
-from pipelines.requests import Img2ImgRequest  # noqa: E402
+from pipelines.models.components import SDComponents  # noqa: E402
+from pipelines.models.demo_model import build_demo_components  # noqa: E402
+from pipelines.models.model_manager import ModelManager  # noqa: E402
 
 
 def main() -> None:

@@ -25,13 +25,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import torch  # noqa: E402
 from diffusers import UNet2DConditionModel  # noqa: E402
-
 from ldm_export import write_checkpoint  # noqa: E402
-from pipelines.components import SDComponents  # noqa: E402
-from pipelines.demo_model import build_demo_components  # noqa: E402
+
 from pipelines.device_policy import DevicePolicy  # noqa: E402
 from pipelines.launch_flags import parse_flags  # noqa: E402
-from pipelines.model_manager import ModelManager  # noqa: E402
+from pipelines.models.components import SDComponents  # noqa: E402
+from pipelines.models.demo_model import build_demo_components  # noqa: E402
+from pipelines.models.model_manager import ModelManager  # noqa: E402
 
 
 def rss_mb() -> float:

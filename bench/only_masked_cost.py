@@ -23,10 +23,11 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from pipelines.device_policy import DevicePolicy  # noqa: E402
-from pipelines.engine import Engine  # noqa: E402
+from pipelines.fields import InpaintArea
+from pipelines.generation.engine import Engine  # noqa: E402
+from pipelines.generation.requests import Img2ImgRequest  # noqa: E402
 from pipelines.launch_flags import parse_flags  # noqa: E402
-from pipelines.model_manager import ModelManager  # noqa: E402
-from pipelines.requests import Img2ImgRequest, InpaintArea  # noqa: E402
+from pipelines.models.model_manager import ModelManager  # noqa: E402
 
 
 def scene(size: int) -> tuple[Image.Image, Image.Image]:

@@ -12,10 +12,11 @@ from typing import Any
 
 from PIL import Image
 
-from pipelines.engine import GenerationResult
-from pipelines.outputs import dated_output_dir, save_image
-from pipelines.progress import ProgressCallback, ProgressUpdate
-from pipelines.requests import Img2ImgRequest, RequestError
+from pipelines.fields import RequestError
+from pipelines.generation.engine import GenerationResult
+from pipelines.generation.progress import ProgressCallback, ProgressUpdate
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.io.outputs import dated_output_dir, save_image
 
 Interrogator = Callable[[Image.Image], str]
 
@@ -26,7 +27,8 @@ class ScriptContext:
 
     models_dir: Path | None = None  # for SD upscale's upscaler models
     interrogate: Interrogator | None = None  # for Loopback's "append interrogated prompt: CLIP"
-    upscaler_models: Any = None  # a pipelines.upscalers.UpscalerModels cache (None: the module default)
+    # a pipelines.models.upscalers.UpscalerModels cache (None: the module default)
+    upscaler_models: Any = None
 
 
 # 1. script_args -------------------------------------------------------------------------------------------

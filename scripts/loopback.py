@@ -18,15 +18,26 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines import image_ops
-from pipelines.color_correction import apply_color_correction, color_reference
-from pipelines.engine import GenerationResult
-from pipelines.noise import resolve_seed
-from pipelines.progress import JobControl, ProgressCallback
-from pipelines.requests import Img2ImgRequest, MaskedContent, RequestError
-from pipelines.tiles import make_image_grid
-from scripts.common import (JobProgress, Output, ScriptContext, append_output, choice_arg, float_arg, int_arg,
-                            new_result, positional, save_output)
+from pipelines.fields import MaskedContent, RequestError
+from pipelines.generation.engine import GenerationResult
+from pipelines.generation.noise import resolve_seed
+from pipelines.generation.progress import JobControl, ProgressCallback
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.images import image_ops
+from pipelines.images.color_correction import apply_color_correction, color_reference
+from pipelines.images.tiles import make_image_grid
+from scripts.common import (
+    JobProgress,
+    Output,
+    ScriptContext,
+    append_output,
+    choice_arg,
+    float_arg,
+    int_arg,
+    new_result,
+    positional,
+    save_output,
+)
 
 TITLE = "Loopback"
 

@@ -23,14 +23,27 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipelines import image_ops
-from pipelines.engine import GenerationResult
-from pipelines.noise import resolve_seed
-from pipelines.progress import JobControl, ProgressCallback
-from pipelines.requests import MIN_SIDE, Img2ImgRequest, InpaintArea, MaskedContent, ResizeMode
-from pipelines.tiles import make_image_grid, outpaint_margins
-from scripts.common import (DIRECTIONS, JobProgress, Output, ScriptContext, append_output, directions_arg,
-                            float_arg, int_arg, new_result, outpainting_params, positional, save_output)
+from pipelines.fields import MIN_SIDE, InpaintArea, MaskedContent, ResizeMode
+from pipelines.generation.engine import GenerationResult
+from pipelines.generation.noise import resolve_seed
+from pipelines.generation.progress import JobControl, ProgressCallback
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.images import image_ops
+from pipelines.images.tiles import make_image_grid, outpaint_margins
+from scripts.common import (
+    DIRECTIONS,
+    JobProgress,
+    Output,
+    ScriptContext,
+    append_output,
+    directions_arg,
+    float_arg,
+    int_arg,
+    new_result,
+    outpainting_params,
+    positional,
+    save_output,
+)
 
 TITLE = "Outpainting mk2"
 RECOMMENDED = "Recommended settings: Sampling Steps: 80-100, Sampler: Euler a, Denoising strength: 0.8"

@@ -1,6 +1,7 @@
 """Poor man's outpainting (A1111 scripts/poor_mans_outpainting.py): grow the canvas, inpaint the new bands.
 
-Steps: margins per chosen direction, the canvas grown to a multiple of 64 (pipelines.tiles.outpaint_margins)
+Steps: margins per chosen direction, the canvas grown to a multiple of 64
+(pipelines.images.tiles.outpaint_margins)
 -> the original pasted on a black canvas, the new bands white in the mask, which reaches 2 x mask blur into
 the original so the seam is repainted (expand_canvas) -> tiles of the request's width x height overlapping
 by `pixels` (split_tiles); only tiles touching new area are inpainted (mask blur 2 x blur, whole picture,
@@ -18,15 +19,27 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines import image_ops
-from pipelines.engine import GenerationResult
-from pipelines.noise import resolve_seed
-from pipelines.progress import JobControl, ProgressCallback
-from pipelines.requests import MIN_SIDE, Img2ImgRequest, InpaintArea, MaskedContent, RequestError, ResizeMode
-from pipelines.tiles import expand_canvas, merge_tiles, outpaint_margins, split_tiles
-from scripts.common import (DIRECTIONS, JobProgress, Output, ScriptContext, append_output, choice_arg,
-                            directions_arg, int_arg, outpainting_params,
-                            new_result, positional, save_output)
+from pipelines.fields import MIN_SIDE, InpaintArea, MaskedContent, RequestError, ResizeMode
+from pipelines.generation.engine import GenerationResult
+from pipelines.generation.noise import resolve_seed
+from pipelines.generation.progress import JobControl, ProgressCallback
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.images import image_ops
+from pipelines.images.tiles import expand_canvas, merge_tiles, outpaint_margins, split_tiles
+from scripts.common import (
+    DIRECTIONS,
+    JobProgress,
+    Output,
+    ScriptContext,
+    append_output,
+    choice_arg,
+    directions_arg,
+    int_arg,
+    new_result,
+    outpainting_params,
+    positional,
+    save_output,
+)
 
 TITLE = "Poor man's outpainting"
 MAX_MASK_BLUR = 64  # Img2ImgRequest's mask_blur range

@@ -7,9 +7,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from pipelines.engine import GenerationResult
-from pipelines.progress import JobControl, ProgressCallback
-from pipelines.requests import Img2ImgRequest, RequestError
+from pipelines.fields import RequestError
+from pipelines.generation.engine import GenerationResult
+from pipelines.generation.progress import JobControl, ProgressCallback
+from pipelines.generation.requests import Img2ImgRequest
 from scripts import loopback, outpainting_mk2, outpainting_poor_man, sd_upscale
 from scripts.common import Interrogator, ScriptContext
 

@@ -3,9 +3,9 @@ height, img2img every tile, blend the tiles back together.
 
 Steps: upscale the init image with the chosen upscaler to exactly scale x its size (a model upscaler's
 output, or the untouched image for "None", is brought to that size with Lanczos) -> split into tiles
-(pipelines.tiles.split_tiles: evenly spaced, the last flush with the edge) -> tiles go through img2img in
-batches of batch_size, batch k seeded start_seed + k (image j of a batch: + j, as in A1111) -> merge_tiles
-(linear ramps across the overlaps) -> one image per n_iter, upscale n seeded from seed + n.
+(pipelines.images.tiles.split_tiles: evenly spaced, the last flush with the edge) -> tiles go through
+img2img in batches of batch_size, batch k seeded start_seed + k (image j of a batch: + j, as in A1111) ->
+merge_tiles (linear ramps across the overlaps) -> one image per n_iter, upscale n seeded from seed + n.
 A batch of tiles is one engine call with one init image per batch item (Img2ImgRequest.batch_images).
 
 Differences from A1111, deliberate: "None" still reaches scale x (by Lanczos; A1111 ignores the scale and
@@ -22,16 +22,26 @@ from typing import Any
 
 from PIL import Image
 
-from pipelines import image_ops
-from pipelines.color_correction import apply_color_correction, color_reference
-from pipelines.engine import GenerationResult
-from pipelines.noise import resolve_seed
-from pipelines.progress import JobControl, ProgressCallback
-from pipelines.requests import MIN_SIDE, Img2ImgRequest, RequestError, ResizeMode
-from pipelines.tiles import Tile, merge_tiles, split_tiles
-from pipelines.upscalers import list_upscalers, resolve_upscaler, target_size, upscale
-from scripts.common import (JobProgress, Output, ScriptContext, append_output, float_arg, int_arg, new_result,
-                            positional, save_output)
+from pipelines.fields import MIN_SIDE, RequestError, ResizeMode
+from pipelines.generation.engine import GenerationResult
+from pipelines.generation.noise import resolve_seed
+from pipelines.generation.progress import JobControl, ProgressCallback
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.images import image_ops
+from pipelines.images.color_correction import apply_color_correction, color_reference
+from pipelines.images.tiles import Tile, merge_tiles, split_tiles
+from pipelines.models.upscalers import list_upscalers, resolve_upscaler, target_size, upscale
+from scripts.common import (
+    JobProgress,
+    Output,
+    ScriptContext,
+    append_output,
+    float_arg,
+    int_arg,
+    new_result,
+    positional,
+    save_output,
+)
 
 TITLE = "SD upscale"
 LANCZOS = Image.Resampling.LANCZOS

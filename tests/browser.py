@@ -6,7 +6,6 @@ Never `playwright install`: the tests drive the system Chromium (apt-get install
 from __future__ import annotations
 
 import datetime
-
 import os
 import socket
 import subprocess

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.device_policy import DevicePolicy
-from pipelines.engine import Engine
+from pipelines.generation.engine import Engine
 from pipelines.launch_flags import parse_flags
-from pipelines.model_manager import ModelManager
+from pipelines.models.model_manager import ModelManager
 
 
 def make_demo_engine(data_dir: Path, preview_every: int = 5) -> Engine:

@@ -16,12 +16,12 @@ from PIL import Image, PngImagePlugin
 
 from api import build_api_app
 from api.testing import LiveServer
-from pipelines.demo_model import build_demo_components
 from pipelines.device_policy import DevicePolicy
-from pipelines.engine import Engine
+from pipelines.fields import RequestError
+from pipelines.generation.engine import Engine
 from pipelines.launch_flags import parse_flags
-from pipelines.model_manager import ModelManager
-from pipelines.requests import RequestError
+from pipelines.models.demo_model import build_demo_components
+from pipelines.models.model_manager import ModelManager
 from tests.ldm_export import write_checkpoint, write_vae
 
 V1 = "/sdapi/v1"
@@ -608,8 +608,8 @@ def test_openapi_docs_are_served(client):
 # -- the project's real collaborators (scripts registry, upscaler list, interrogator) ----------------------
 def test_real_scripts_registry_upscalers_and_interrogator(setup):
     from api.scripts import RegistryScripts
-    from pipelines.interrogate import Interrogator
-    from pipelines.upscalers import list_upscalers
+    from pipelines.models.interrogate import Interrogator
+    from pipelines.models.upscalers import list_upscalers
 
     settings, engine = setup["settings"], setup["engine"]
     esrgan = settings.models_dir / "ESRGAN"

@@ -15,9 +15,9 @@ from PIL import Image
 from api import build_api_app
 from api.testing import LiveServer
 from pipelines.device_policy import DevicePolicy
-from pipelines.engine import Engine
+from pipelines.generation.engine import Engine
 from pipelines.launch_flags import parse_flags
-from pipelines.model_manager import ModelManager
+from pipelines.models.model_manager import ModelManager
 
 V1 = "/sdapi/v1"
 

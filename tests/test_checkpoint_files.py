@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import checkpoint_files
-from pipelines.checkpoint_files import HashCache, discover_checkpoints, discover_vaes
+from pipelines.models import checkpoint_files
+from pipelines.models.checkpoint_files import HashCache, discover_checkpoints, discover_vaes
 
 
 def _write(path: Path, data: bytes = b"weights") -> Path:

@@ -21,9 +21,9 @@ from diffusers.loaders.single_file_utils import (
     convert_ldm_vae_checkpoint,
 )
 
-from pipelines.checkpoint_loader import CheckpointError, load_checkpoint, load_vae, read_state_dict
-from pipelines.components import SDComponents
-from pipelines.demo_model import build_demo_components
+from pipelines.models.checkpoint_loader import CheckpointError, load_checkpoint, load_vae, read_state_dict
+from pipelines.models.components import SDComponents
+from pipelines.models.demo_model import build_demo_components
 from tests.ldm_export import (
     ldm_state_dict,
     save_state_dict,
@@ -389,7 +389,7 @@ def test_loads_with_no_network_and_an_empty_hf_home(demo, tmp_path):
             raise OSError("network access attempted")
         socket.socket.connect = refuse
         socket.create_connection = refuse
-        from pipelines.checkpoint_loader import load_checkpoint
+        from pipelines.models.checkpoint_loader import load_checkpoint
         for path in [{str(single)!r}, {str(folder)!r}]:
             components = load_checkpoint(path)
             assert components.unet.config.cross_attention_dim == 32

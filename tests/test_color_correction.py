@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.color_correction import apply_color_correction, color_reference, lab_to_srgb, srgb_to_lab
+from pipelines.images.color_correction import (
+    apply_color_correction,
+    color_reference,
+    lab_to_srgb,
+    srgb_to_lab,
+)
 
 
 def smooth_image(w=96, h=64, seed=0):

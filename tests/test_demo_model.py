@@ -9,7 +9,7 @@ import torch
 from diffusers import StableDiffusionImg2ImgPipeline
 from PIL import Image
 
-from pipelines.demo_model import build_demo_components, demo_configs
+from pipelines.models.demo_model import build_demo_components, demo_configs
 
 
 @pytest.fixture(autouse=True)

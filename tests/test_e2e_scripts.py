@@ -14,8 +14,8 @@ import pytest
 from browser import app_log, running_app, set_number
 from PIL import Image
 
-from pipelines.infotext import parse_infotext
-from pipelines.outputs import read_infotext
+from pipelines.io.infotext import parse_infotext
+from pipelines.io.outputs import read_infotext
 
 pytestmark = pytest.mark.browser
 

@@ -10,12 +10,13 @@ from demo_engine import make_demo_engine
 from PIL import Image
 
 from pipelines.device_policy import DevicePolicy
-from pipelines.infotext import parse_infotext
+from pipelines.fields import RequestError, ResizeMode
+from pipelines.generation.progress import JobControl
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.io.infotext import parse_infotext
+from pipelines.io.outputs import read_infotext
 from pipelines.launch_flags import parse_flags
-from pipelines.model_manager import ModelManager
-from pipelines.outputs import read_infotext
-from pipelines.progress import JobControl
-from pipelines.requests import Img2ImgRequest, RequestError, ResizeMode
+from pipelines.models.model_manager import ModelManager
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +187,7 @@ def test_rgba_init_image_is_flattened_on_white(engine):
 def test_switching_models_frees_the_previous_one(tmp_path):
     from ldm_export import write_checkpoint  # noqa: PLC0415
 
-    from pipelines.demo_model import build_demo_components
+    from pipelines.models.demo_model import build_demo_components
 
     ckpt_dir = tmp_path / "models" / "Stable-diffusion"
     components = build_demo_components()

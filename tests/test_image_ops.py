@@ -1,11 +1,12 @@
-"""Exact geometry of the resize modes and size helpers (pipelines/image_ops.py)."""
+"""Exact geometry of the resize modes and size helpers (pipelines/images/image_ops.py)."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from pipelines.image_ops import (
+from pipelines.fields import ResizeMode
+from pipelines.images.image_ops import (
     flatten_onto_white,
     latent_upscale_size,
     resize_image,
@@ -13,7 +14,6 @@ from pipelines.image_ops import (
     snap_to_multiple_of_8,
     upscale_latent,
 )
-from pipelines.requests import ResizeMode
 
 LANCZOS = Image.Resampling.LANCZOS
 

@@ -1,8 +1,8 @@
-"""A1111 infotext format: exact text and round trips (pipelines/infotext.py)."""
+"""A1111 infotext format: exact text and round trips (pipelines/io/infotext.py)."""
 
 import pytest
 
-from pipelines.infotext import build_infotext, format_value, parse_infotext, quote_value
+from pipelines.io.infotext import build_infotext, format_value, parse_infotext, quote_value
 
 PARAMS = {
     "Steps": 20,

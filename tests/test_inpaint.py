@@ -2,15 +2,16 @@
 
 import numpy as np
 import pytest
-from demo_engine import make_demo_engine
 import torch
+from demo_engine import make_demo_engine
 from diffusers import UNet2DConditionModel
 from PIL import Image, ImageDraw
 
-from pipelines.components import SDComponents
-from pipelines.demo_model import build_demo_components
-from pipelines.infotext import parse_infotext
-from pipelines.requests import Img2ImgRequest, InpaintArea, MaskedContent, MaskMode, RequestError
+from pipelines.fields import InpaintArea, MaskedContent, MaskMode, RequestError
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.io.infotext import parse_infotext
+from pipelines.models.components import SDComponents
+from pipelines.models.demo_model import build_demo_components
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,29 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
-                          BlipProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor,
-                          CLIPTokenizer)
+from transformers import (
+    BertTokenizer,
+    BlipConfig,
+    BlipForConditionalGeneration,
+    BlipImageProcessor,
+    BlipProcessor,
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPProcessor,
+    CLIPTokenizer,
+)
 
-from pipelines.interrogate import (BLIP_SPEC, DEFAULT_CATEGORIES_DIR, PROJECT_ROOT, CaptionOptions,
-                                   Interrogator, InterrogatorUnavailable, find_model_folder,
-                                   load_categories)
+from pipelines.models.interrogate import (
+    BLIP_SPEC,
+    DEFAULT_CATEGORIES_DIR,
+    PROJECT_ROOT,
+    CaptionOptions,
+    Interrogator,
+    InterrogatorUnavailable,
+    find_model_folder,
+    load_categories,
+)
 
 IMAGE_SIZE = 32
 FAST = CaptionOptions(num_beams=1, min_length=6, max_length=10)

@@ -1,10 +1,10 @@
-"""Exact behaviour of the inpainting mask functions (pipelines/mask_ops.py)."""
+"""Exact behaviour of the inpainting mask functions (pipelines/images/mask_ops.py)."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.mask_ops import (
+from pipelines.images.mask_ops import (
     blur_mask,
     composite_original,
     crop_for_inpaint,

@@ -1,4 +1,4 @@
-"""Saving outputs: names, atomicity, concurrency and embedded infotext (pipelines/outputs.py)."""
+"""Saving outputs: names, atomicity, concurrency and embedded infotext (pipelines/io/outputs.py)."""
 
 import datetime
 import multiprocessing
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import outputs
-from pipelines.outputs import dated_output_dir, next_sequence_number, read_infotext, save_image
+from pipelines.io import outputs
+from pipelines.io.outputs import dated_output_dir, next_sequence_number, read_infotext, save_image
 
 INFOTEXT = (
     "a cat, photo: 35mm\nNegative prompt: blurry, ünïcödé 日本\n"

@@ -1,8 +1,8 @@
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from pipelines.noise import initial_noise, resolve_seed, slerp
-from pipelines.prompt_encoding import chunk_token_ids, encode_prompts
+from pipelines.generation.noise import initial_noise, resolve_seed, slerp
+from pipelines.generation.prompt_encoding import chunk_token_ids, encode_prompts
 from pipelines.launch_flags import PROJECT_ROOT
 
 TOKENIZER = CLIPTokenizer.from_pretrained(PROJECT_ROOT / "models" / "configs" / "clip-tokenizer")

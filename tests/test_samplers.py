@@ -1,8 +1,8 @@
 import diffusers
 import pytest
 
-from pipelines.requests import RequestError
-from pipelines.samplers import SAMPLER_NAMES, resolve_sampler
+from pipelines.fields import RequestError
+from pipelines.generation.samplers import SAMPLER_NAMES, resolve_sampler
 
 BASE = diffusers.PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                steps_offset=1, skip_prk_steps=True).config

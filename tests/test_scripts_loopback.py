@@ -9,13 +9,20 @@ import pytest
 from demo_engine import make_demo_engine
 from PIL import Image
 
-from pipelines.color_correction import srgb_to_lab
-from pipelines.engine import GenerationResult
-from pipelines.infotext import build_infotext, parse_infotext
-from pipelines.progress import JobControl, ProgressUpdate
-from pipelines.requests import Img2ImgRequest, MaskedContent, RequestError
-from scripts.loopback import (AppendInterrogation, DenoisingCurve, LoopbackParams, loop_strengths,
-                              parse_script_args, run)
+from pipelines.fields import MaskedContent, RequestError
+from pipelines.generation.engine import GenerationResult
+from pipelines.generation.progress import JobControl, ProgressUpdate
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.images.color_correction import srgb_to_lab
+from pipelines.io.infotext import build_infotext, parse_infotext
+from scripts.loopback import (
+    AppendInterrogation,
+    DenoisingCurve,
+    LoopbackParams,
+    loop_strengths,
+    parse_script_args,
+    run,
+)
 
 
 class FakeEngine:

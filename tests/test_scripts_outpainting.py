@@ -6,10 +6,11 @@ import pytest
 from demo_engine import make_demo_engine
 from PIL import Image
 
-from pipelines.engine import GenerationResult
-from pipelines.infotext import build_infotext
-from pipelines.progress import JobControl
-from pipelines.requests import Img2ImgRequest, InpaintArea, MaskedContent, RequestError
+from pipelines.fields import InpaintArea, MaskedContent, RequestError
+from pipelines.generation.engine import GenerationResult
+from pipelines.generation.progress import JobControl
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.io.infotext import build_infotext
 from scripts.outpainting_poor_man import PoorManOutpaintingParams, margins, parse_script_args, run
 
 RED = (255, 0, 0)
@@ -144,7 +145,7 @@ def test_demo_model_outpaints_and_keeps_the_original(engine):
 
 
 def test_outpainting_infotext_names_the_script_and_restores_in_the_ui():
-    from pipelines.infotext import build_infotext, parse_infotext
+    from pipelines.io.infotext import build_infotext, parse_infotext
     from scripts import outpainting_mk2, outpainting_poor_man
     from scripts.common import outpainting_params
     from ui.script_values import script_from_infotext

@@ -6,12 +6,19 @@ import pytest
 from demo_engine import make_demo_engine
 from PIL import Image
 
-from pipelines.engine import GenerationResult
-from pipelines.infotext import build_infotext
-from pipelines.progress import JobControl
-from pipelines.requests import Img2ImgRequest, InpaintArea, MaskedContent, RequestError
-from scripts.outpainting_mk2 import (OutpaintingMk2Params, _Side, expand_canvas_mk2, matched_noise,
-                                     parse_script_args, run)
+from pipelines.fields import InpaintArea, MaskedContent, RequestError
+from pipelines.generation.engine import GenerationResult
+from pipelines.generation.progress import JobControl
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.io.infotext import build_infotext
+from scripts.outpainting_mk2 import (
+    OutpaintingMk2Params,
+    _Side,
+    expand_canvas_mk2,
+    matched_noise,
+    parse_script_args,
+    run,
+)
 
 
 class EchoEngine:

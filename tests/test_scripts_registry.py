@@ -4,12 +4,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.engine import GenerationResult
-from pipelines.requests import Img2ImgRequest, RequestError
+from pipelines.fields import RequestError
+from pipelines.generation.engine import GenerationResult
+from pipelines.generation.requests import Img2ImgRequest
 from scripts import loopback, sd_upscale
 from scripts.loopback import LoopbackParams
-from scripts.registry import (SCRIPTS, find_script, parse_script_args, run_script, run_with_params,
-                              script_titles)
+from scripts.registry import (
+    SCRIPTS,
+    find_script,
+    parse_script_args,
+    run_script,
+    run_with_params,
+    script_titles,
+)
 from scripts.sd_upscale import SdUpscaleParams
 
 

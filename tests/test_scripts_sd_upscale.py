@@ -3,19 +3,20 @@ and the demo model end to end."""
 
 import numpy as np
 import pytest
-from demo_engine import make_demo_engine
 import torch
+from demo_engine import make_demo_engine
 from PIL import Image
 from safetensors.torch import save_file
 
-from pipelines import upscalers
-from pipelines.engine import GenerationResult
-from pipelines.infotext import build_infotext, parse_infotext
-from pipelines.outputs import read_infotext
-from pipelines.progress import JobControl, ProgressUpdate
-from pipelines.requests import Img2ImgRequest, RequestError, ResizeMode
-from pipelines.tiles import split_tiles
-from pipelines.upscalers import UpscalerModels
+from pipelines.fields import RequestError, ResizeMode
+from pipelines.generation.engine import GenerationResult
+from pipelines.generation.progress import JobControl, ProgressUpdate
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.images.tiles import split_tiles
+from pipelines.io.infotext import build_infotext, parse_infotext
+from pipelines.io.outputs import read_infotext
+from pipelines.models import upscalers
+from pipelines.models.upscalers import UpscalerModels
 from scripts.common import ScriptContext
 from scripts.sd_upscale import SdUpscaleParams, parse_script_args, run, tile_seeds, upscaler_choices
 
@@ -277,7 +278,7 @@ def test_demo_model_sd_upscale_is_deterministic_and_batches_match_single_tiles(e
         single = req.replace(init_image=tile.image, batch_size=1, seed=seed,
                              subseed=a.subseed + (seed - 500) % 2)
         tile.image = engine.img2img(single).images[0]
-    from pipelines.tiles import merge_tiles
+    from pipelines.images.tiles import merge_tiles
     assert np.abs(np.asarray(merge_tiles(grid), dtype=int) - np.asarray(a.images[0], dtype=int)).max() <= 2
 
 

@@ -1,10 +1,10 @@
-"""Exact tile, canvas and grid geometry (pipelines/tiles.py)."""
+"""Exact tile, canvas and grid geometry (pipelines/images/tiles.py)."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.tiles import (
+from pipelines.images.tiles import (
     expand_canvas,
     make_image_grid,
     merge_tiles,

@@ -9,8 +9,8 @@ import pytest
 from gradio.data_classes import FileData
 from PIL import Image
 
+from pipelines.generation.progress import ProgressUpdate
 from pipelines.launch_flags import parse_flags
-from pipelines.progress import ProgressUpdate
 from ui import tab_img2img, tab_png_info, tab_sketch
 from ui.generation import Finished, Progress, run_in_thread
 from ui.modes import SKETCH_COLORS

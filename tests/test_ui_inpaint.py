@@ -11,12 +11,12 @@ from gradio.data_classes import FileData
 from PIL import Image
 
 import app
-from pipelines.components import CheckpointInfo
-from pipelines.engine import generation_params
-from pipelines.infotext import build_infotext, parse_infotext
+from pipelines.fields import InpaintArea, MaskedContent, MaskMode, RequestError
+from pipelines.generation.engine import generation_params
+from pipelines.generation.samplers import resolve_sampler
+from pipelines.io.infotext import build_infotext, parse_infotext
 from pipelines.launch_flags import parse_flags
-from pipelines.requests import InpaintArea, MaskedContent, MaskMode, RequestError
-from pipelines.samplers import resolve_sampler
+from pipelines.models.components import CheckpointInfo
 from ui import tab_inpaint, tab_inpaint_sketch, tab_inpaint_upload
 from ui.generation import request_for
 from ui.output_panel import Results

@@ -8,11 +8,12 @@ import pytest
 from PIL import Image
 
 import app
-from pipelines.engine import GenerationResult
-from pipelines.infotext import parse_infotext
-from pipelines.interrogate import Interrogator, InterrogatorUnavailable
+from pipelines.fields import MaskedContent, RequestError
+from pipelines.generation.engine import GenerationResult
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.io.infotext import parse_infotext
 from pipelines.launch_flags import parse_flags
-from pipelines.requests import Img2ImgRequest, MaskedContent, RequestError
+from pipelines.models.interrogate import Interrogator, InterrogatorUnavailable
 from scripts.loopback import AppendInterrogation, DenoisingCurve, LoopbackParams
 from scripts.outpainting_mk2 import OutpaintingMk2Params
 from scripts.outpainting_poor_man import PoorManOutpaintingParams

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from pipelines.components import CheckpointInfo
-from pipelines.engine import generation_params
-from pipelines.infotext import build_infotext, parse_infotext
-from pipelines.progress import ProgressUpdate
-from pipelines.requests import RequestError, ResizeMode
-from pipelines.samplers import resolve_sampler
+from pipelines.fields import RequestError, ResizeMode
+from pipelines.generation.engine import generation_params
+from pipelines.generation.progress import ProgressUpdate
+from pipelines.generation.samplers import resolve_sampler
+from pipelines.io.infotext import build_infotext, parse_infotext
+from pipelines.models.components import CheckpointInfo
 from ui.values import (
     FIELD_NAMES,
     RESIZE_BY,

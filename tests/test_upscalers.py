@@ -9,10 +9,17 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from pipelines import upscalers
-from pipelines.requests import RequestError
-from pipelines.upscalers import (UpscalerModels, list_upscalers, load_state_dict, resolve_upscaler, run_model,
-                                 scale_from_name, upscale)
+from pipelines.fields import RequestError
+from pipelines.models import upscalers
+from pipelines.models.upscalers import (
+    UpscalerModels,
+    list_upscalers,
+    load_state_dict,
+    resolve_upscaler,
+    run_model,
+    scale_from_name,
+    upscale,
+)
 
 
 def noise_image(w=40, h=30, seed=0):

@@ -10,12 +10,12 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines.engine import Engine
-from pipelines.image_ops import scaled_size
+from pipelines.fields import MAX_SIDE, MIN_SIDE
+from pipelines.generation.engine import Engine
+from pipelines.images.image_ops import scaled_size
+from pipelines.io.outputs import read_infotext
 from pipelines.launch_flags import Settings
-from pipelines.model_manager import ModelManager
-from pipelines.outputs import read_infotext
-from pipelines.requests import MAX_SIDE, MIN_SIDE
+from pipelines.models.model_manager import ModelManager
 from ui import (
     tab_img2img,
     tab_inpaint,

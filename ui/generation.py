@@ -20,10 +20,11 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 from PIL import Image
 
-from pipelines.checkpoint_loader import CheckpointError
-from pipelines.model_manager import ModelNotFound
-from pipelines.progress import JobControl, ProgressUpdate
-from pipelines.requests import Img2ImgRequest, RequestError
+from pipelines.fields import RequestError
+from pipelines.generation.progress import JobControl, ProgressUpdate
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.models.checkpoint_loader import CheckpointError
+from pipelines.models.model_manager import ModelNotFound
 from ui.modes import ModeTab
 from ui.values import describe_error, request_from_fields
 

@@ -11,8 +11,8 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from pipelines import image_ops
-from pipelines.interrogate import InterrogatorUnavailable
+from pipelines.images import image_ops
+from pipelines.models.interrogate import InterrogatorUnavailable
 from ui.modes import ModeTab
 from ui.top_bar import GPU_QUEUE
 from ui.values import image_of_value

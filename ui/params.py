@@ -7,8 +7,8 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines.requests import MAX_BATCH_SIZE, MAX_SIDE, MIN_SIDE
-from pipelines.samplers import SAMPLER_NAMES, SCHEDULE_TYPES
+from pipelines.fields import MAX_BATCH_SIZE, MAX_SIDE, MIN_SIDE
+from pipelines.generation.samplers import SAMPLER_NAMES, SCHEDULE_TYPES
 from ui.values import RESIZE_BY, RESIZE_MODE_CHOICES, RESIZE_TO, scale_text
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.requests import MaskedContent, RequestError
+from pipelines.fields import MaskedContent, RequestError
 from scripts import loopback, outpainting_mk2, outpainting_poor_man, sd_upscale
 from scripts.registry import script_titles
 

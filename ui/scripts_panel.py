@@ -18,9 +18,10 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines.infotext import parse_infotext
-from pipelines.outputs import read_infotext
-from pipelines.requests import Img2ImgRequest, RequestError
+from pipelines.fields import RequestError
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.io.infotext import parse_infotext
+from pipelines.io.outputs import read_infotext
 from scripts import loopback, registry, sd_upscale
 from scripts.sd_upscale import upscaler_choices
 from ui.modes import ModeTab

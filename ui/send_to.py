@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from pipelines.infotext import parse_infotext
+from pipelines.io.infotext import parse_infotext
 from ui.values import FieldUpdates, fields_from_infotext, scale_text
 
 

@@ -20,8 +20,8 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from pipelines.images.mask_ops import ALPHA_THRESHOLD, mask_from_transparency
 from pipelines.launch_flags import Settings
-from pipelines.mask_ops import ALPHA_THRESHOLD, mask_from_transparency
 from ui.modes import ModeTab
 
 NAME, LABEL, TAB_ID = "inpaint", "Inpaint", "img2img_inpaint_tab"

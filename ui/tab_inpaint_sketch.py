@@ -12,10 +12,10 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from pipelines.image_ops import flatten_onto_white
+from pipelines.fields import RequestError
+from pipelines.images.image_ops import flatten_onto_white
+from pipelines.images.mask_ops import mask_from_sketch_difference
 from pipelines.launch_flags import Settings
-from pipelines.mask_ops import mask_from_sketch_difference
-from pipelines.requests import RequestError
 from ui.modes import ModeTab, sketch_editor
 
 NAME, LABEL, TAB_ID = "inpaint_sketch", "Inpaint sketch", "img2img_inpaint_sketch_tab"

@@ -1,6 +1,6 @@
 """The Inpaint upload sub-tab: an image and a separate mask file (white = redraw, black = keep; a mask with
-transparency uses its alpha, transparent = redraw). The engine reads the mask (pipelines.mask_ops.mask_from_image)
-and stretches one of another size onto the image."""
+transparency uses its alpha, transparent = redraw). The engine reads the mask
+(pipelines.images.mask_ops.mask_from_image) and stretches one of another size onto the image."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from pipelines.fields import RequestError
 from pipelines.launch_flags import Settings
-from pipelines.requests import RequestError
 from ui.modes import ModeTab, image_input
 from ui.values import check_image
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 from PIL import Image
 
-from pipelines.outputs import read_infotext
+from pipelines.io.outputs import read_infotext
 
 TAB_ID = "pnginfo"
 

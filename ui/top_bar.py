@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from pipelines.checkpoint_loader import CheckpointError
-from pipelines.model_manager import ModelManager, ModelNotFound
+from pipelines.models.checkpoint_loader import CheckpointError
+from pipelines.models.model_manager import ModelManager, ModelNotFound
 from ui.params import tool_button
 
 log = logging.getLogger(__name__)

@@ -13,16 +13,16 @@ from typing import Any, Mapping
 
 from PIL import Image
 
-from pipelines.progress import ProgressUpdate
-from pipelines.requests import (
+from pipelines.fields import (
     RESIZE_MODE_LABELS,
-    Img2ImgRequest,
     InpaintArea,
     MaskedContent,
     MaskMode,
     RequestError,
     ResizeMode,
 )
+from pipelines.generation.progress import ProgressUpdate
+from pipelines.generation.requests import Img2ImgRequest
 
 # The parameter widgets, in the order the generate handler receives them; labels are A1111's.
 FIELD_LABELS: dict[str, str] = {
@@ -77,7 +77,7 @@ def request_from_fields(fields: Mapping[str, Any], init_image: Image.Image | Non
     """Build and validate the request; RequestError names the field, the value and the allowed range."""
     image = check_image(init_image, image_label)
     if resize_tab == RESIZE_BY:
-        from pipelines.image_ops import scaled_size
+        from pipelines.images.image_ops import scaled_size
 
         scale = _as_float("scale", fields["scale"])
         if not 0.05 <= scale <= 4:
@@ -227,7 +227,7 @@ _INFOTEXT_FLAGS = {"Soft inpainting": "soft_inpainting", "Color correction": "co
 
 def fields_from_infotext(parsed: Mapping[str, Any]) -> FieldUpdates:
     """Widget values for every field the infotext (as parse_infotext returns it) names, as A1111's paste."""
-    from pipelines.samplers import SAMPLER_NAMES, SCHEDULE_TYPES, split_legacy_name
+    from pipelines.generation.samplers import SAMPLER_NAMES, SCHEDULE_TYPES, split_legacy_name
 
     out = FieldUpdates()
     out.values["prompt"] = parsed.get("Prompt", "")
@@ -375,7 +375,7 @@ def scale_text(size: tuple[int, int] | None, scale: float | None) -> str:
     """The "Resize by" note: the size an image of `size` will be resized to."""
     if size is None or not scale:
         return "Resize by: the size follows from the image (shown here once it is known)"
-    from pipelines.image_ops import scaled_size
+    from pipelines.images.image_ops import scaled_size
 
     width, height = scaled_size(size[0], size[1], float(scale))
     return f"Resize by: from {size[0]}x{size[1]} to {width}x{height}"

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipelines.requests import RequestError
-from pipelines.tiles import tile_starts
+from pipelines.fields import RequestError
+from pipelines.images.tiles import tile_starts
 
 LANCZOS = Image.Resampling.LANCZOS
 NEAREST = Image.Resampling.NEAREST

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from pipelines.image_ops import resize_image
-from pipelines.requests import ResizeMode
+from pipelines.fields import ResizeMode
+from pipelines.images.image_ops import resize_image
 
 Box = tuple[int, int, int, int]  # (x1, y1, x2, y2), x2/y2 exclusive like PIL
 

@@ -13,7 +13,7 @@ mtime: a file is hashed once, and again only when it changes.
 
 Reading a file's tensors (read_state_dict) lives here too: .safetensors via safetensors; .ckpt/.pt only
 via torch.load(weights_only=True), so a pickle that would run code is refused, never executed.
-CheckpointError and read_state_dict are re-exported by pipelines.checkpoint_loader.
+CheckpointError and read_state_dict are re-exported by pipelines.models.checkpoint_loader.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from pipelines.components import CheckpointInfo
+from pipelines.models.components import CheckpointInfo
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.checkpoint_files import HashCache, discover_checkpoints, discover_vaes
-from pipelines.checkpoint_loader import CheckpointError, load_checkpoint, load_vae
-from pipelines.components import DEMO_MODEL_NAME, CheckpointInfo, SDComponents
-from pipelines.demo_model import build_demo_components
 from pipelines.device_policy import DevicePolicy
 from pipelines.launch_flags import Settings
-from pipelines.sd_pipelines import build_img2img_pipeline, build_inpaint_pipeline
+from pipelines.models.checkpoint_files import HashCache, discover_checkpoints, discover_vaes
+from pipelines.models.checkpoint_loader import CheckpointError, load_checkpoint, load_vae
+from pipelines.models.components import DEMO_MODEL_NAME, CheckpointInfo, SDComponents
+from pipelines.models.demo_model import build_demo_components
+from pipelines.models.sd_pipelines import build_img2img_pipeline, build_inpaint_pipeline
 
 PIPELINE_BUILDERS = {"img2img": build_img2img_pipeline, "inpaint": build_inpaint_pipeline}
 

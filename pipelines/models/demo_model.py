@@ -17,14 +17,14 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from pipelines.checkpoint_loader import (
+from pipelines.models.checkpoint_loader import (
     CONFIGS_DIR,
     SD15_CONFIG_DIR,
     read_json_config,
     scheduler_from_config,
     shipped_tokenizer,
 )
-from pipelines.components import SDComponents
+from pipelines.models.components import SDComponents
 
 DEMO_CONFIG_DIR = CONFIGS_DIR / "demo"
 DEMO_SEED = 0

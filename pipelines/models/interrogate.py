@@ -22,7 +22,7 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CATEGORIES_DIR = PROJECT_ROOT / "models" / "interrogate"
 BLIP_REPO = "Salesforce/blip-image-captioning-base"  # -large works too
 CLIP_REPO = "openai/clip-vit-large-patch14"  # A1111's ViT-L/14

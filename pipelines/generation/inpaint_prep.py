@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines import image_ops, mask_ops
-from pipelines.requests import Img2ImgRequest, InpaintArea, MaskedContent, MaskMode, RequestError
+from pipelines.fields import InpaintArea, MaskedContent, MaskMode, RequestError
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.images import image_ops, mask_ops
 
 
 @dataclass

@@ -19,18 +19,25 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines import image_ops
-from pipelines.color_correction import apply_color_correction, color_reference
-from pipelines.infotext import build_infotext
-from pipelines.inpaint_prep import InpaintPlan, apply_masked_content, finish_inpaint, latent_mask, plan_inpaint
-from pipelines.latent_preview import latent_preview
-from pipelines.model_manager import ModelManager
-from pipelines.noise import initial_noise, resolve_seed
-from pipelines.outputs import dated_output_dir, save_image
-from pipelines.progress import JobControl, ProgressCallback, ProgressUpdate
-from pipelines.prompt_encoding import encode_prompts
-from pipelines.requests import Img2ImgRequest, InpaintArea, MaskedContent, MaskMode, ResizeMode
-from pipelines.samplers import SamplerChoice, resolve_sampler
+from pipelines.fields import InpaintArea, MaskedContent, MaskMode, ResizeMode
+from pipelines.generation.inpaint_prep import (
+    InpaintPlan,
+    apply_masked_content,
+    finish_inpaint,
+    latent_mask,
+    plan_inpaint,
+)
+from pipelines.generation.latent_preview import latent_preview
+from pipelines.generation.noise import initial_noise, resolve_seed
+from pipelines.generation.progress import JobControl, ProgressCallback, ProgressUpdate
+from pipelines.generation.prompt_encoding import encode_prompts
+from pipelines.generation.requests import Img2ImgRequest
+from pipelines.generation.samplers import SamplerChoice, resolve_sampler
+from pipelines.images import image_ops
+from pipelines.images.color_correction import apply_color_correction, color_reference
+from pipelines.io.infotext import build_infotext
+from pipelines.io.outputs import dated_output_dir, save_image
+from pipelines.models.model_manager import ModelManager
 
 VERSION = "img2img-studio 0.1.0"
 

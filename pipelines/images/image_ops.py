@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from pipelines.requests import MAX_SIDE, MIN_SIDE, ResizeMode
+from pipelines.fields import MAX_SIDE, MIN_SIDE, ResizeMode
 
 if TYPE_CHECKING:  # torch is only needed by upscale_latent; keep `import image_ops` cheap for the UI.
     import torch

@@ -36,12 +36,12 @@ from diffusers.loaders.single_file_utils import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from pipelines.checkpoint_files import DIFFUSERS_MARKER, CheckpointError, read_state_dict
-from pipelines.components import SDComponents
+from pipelines.models.checkpoint_files import DIFFUSERS_MARKER, CheckpointError, read_state_dict
+from pipelines.models.components import SDComponents
 
 __all__ = ["CheckpointError", "read_state_dict", "load_checkpoint", "load_vae", "component_configs"]
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "models" / "configs"
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / "models" / "configs"
 SD15_CONFIG_DIR = CONFIGS_DIR / "sd15"
 TOKENIZER_DIR = CONFIGS_DIR / "clip-tokenizer"
 
@@ -147,7 +147,7 @@ def check_sd1_layout(state_dict: dict[str, torch.Tensor], path: Path, expected_c
         raise CheckpointError(
             f"{path}: not a standard Stable Diffusion 1.x checkpoint (cross-attention width {context_dim}, "
             f"expected {expected_context_dim}). For an SD1-architecture model with other sizes, put its "
-            f"configs in a sidecar {path.with_suffix('.json').name} (see pipelines/checkpoint_loader.py)."
+            f"configs in a sidecar {path.with_suffix('.json').name} (see pipelines/models/checkpoint_loader.py)."
         )
 
 

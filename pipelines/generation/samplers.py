@@ -8,7 +8,7 @@ from typing import Any
 
 import diffusers
 
-from pipelines.requests import RequestError
+from pipelines.fields import RequestError
 
 SCHEDULE_TYPES = ("Automatic", "Karras", "Exponential", "Uniform")
 # Schedule type -> the diffusers scheduler argument that selects it ("Uniform" = the plain schedule).

@@ -1,0 +1,63 @@
+"""The field vocabulary every layer shares: enums, ranges, labels and the request error."""
+
+from __future__ import annotations
+
+import enum
+
+
+class RequestError(ValueError):
+    """A request field holds a value the engine cannot run. `field` names it for UI and HTTP errors."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+class ResizeMode(enum.IntEnum):
+    JUST_RESIZE = 0
+    CROP_AND_RESIZE = 1
+    RESIZE_AND_FILL = 2
+    LATENT_UPSCALE = 3
+
+    @property
+    def label(self) -> str:
+        return RESIZE_MODE_LABELS[self]
+
+
+RESIZE_MODE_LABELS = {
+    ResizeMode.JUST_RESIZE: "Just resize",
+    ResizeMode.CROP_AND_RESIZE: "Crop and resize",
+    ResizeMode.RESIZE_AND_FILL: "Resize and fill",
+    ResizeMode.LATENT_UPSCALE: "Just resize (latent upscale)",
+}
+
+class MaskMode(enum.IntEnum):
+    INPAINT_MASKED = 0
+    INPAINT_NOT_MASKED = 1  # the API's inpainting_mask_invert=1
+
+
+class MaskedContent(enum.IntEnum):
+    """What the masked area starts from (the API's inpainting_fill)."""
+
+    FILL = 0
+    ORIGINAL = 1
+    LATENT_NOISE = 2
+    LATENT_NOTHING = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", " ")
+
+
+class InpaintArea(enum.IntEnum):
+    WHOLE_PICTURE = 0
+    ONLY_MASKED = 1  # the API's inpaint_full_res=true
+
+    @property
+    def label(self) -> str:
+        return "Whole picture" if self is InpaintArea.WHOLE_PICTURE else "Only masked"
+
+
+MIN_SIDE, MAX_SIDE = 64, 2048
+MAX_BATCH_SIZE = 8

@@ -1,0 +1,1 @@
+"""Requests, samplers, noise, prompts and the engine that runs a job."""

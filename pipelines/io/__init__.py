@@ -1,0 +1,1 @@
+"""Outputs on disk and the infotext that travels with them."""

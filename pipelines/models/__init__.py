@@ -1,0 +1,1 @@
+"""Discovering, loading, converting and owning model weights."""
