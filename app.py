@@ -42,15 +42,14 @@ class AppParts:
     engine: Any  # pipelines.generation.engine.Engine
     models: Any  # pipelines.models.model_manager.ModelManager
     settings: Settings
-    interrogator: Any = None  # pipelines.models.interrogate.Interrogator (loads its models on first use)
+    interrogator: Any = None  # the ModelManager's Interrogator (loads its models on first use)
 
 
 def create_core(settings: Settings) -> AppParts:
     """Device policy -> models -> engine -> interrogator: everything both front ends share."""
     configure_environment()
-    from pipelines.device_policy import DevicePolicy, MemoryMode
+    from pipelines.device_policy import DevicePolicy
     from pipelines.generation.engine import Engine
-    from pipelines.models.interrogate import Interrogator
     from pipelines.models.model_manager import ModelManager
 
     policy = DevicePolicy.from_settings(settings)
@@ -59,11 +58,9 @@ def create_core(settings: Settings) -> AppParts:
     models.load(None)
     log.info("Model: %s", models.status_line())
     engine = Engine(models, settings.outputs_dir)
-    interrogator = Interrogator(
-        settings.models_dir / "BLIP", settings.models_dir / "CLIP", device=policy.device, dtype=policy.dtype,
-        # with --medvram/--lowvram the captioning models leave the GPU after each use
-        offload_after_use=policy.memory_mode is not MemoryMode.NORMAL)
-    return AppParts(None, engine, models, settings, interrogator)
+    # the interrogation and upscaler models belong to the ModelManager (placed by its policy, freed on a
+    # checkpoint switch); the front ends reach them through it
+    return AppParts(None, engine, models, settings, models.interrogator)
 
 
 def create_app(settings: Settings) -> AppParts:
@@ -72,7 +69,8 @@ def create_app(settings: Settings) -> AppParts:
 
     parts = create_core(settings)
     parts.blocks = build_ui(parts.engine, parts.models, settings, interrogator=parts.interrogator)
-    # One generation at a time (the engine locks too); Interrupt/Skip bypass the queue.
+    # One generation at a time (the engine's job queue also orders them with API jobs); Interrupt/Skip
+    # bypass it.
     parts.blocks.queue(default_concurrency_limit=1)
     return parts
 
@@ -99,7 +97,7 @@ def api_extras(parts: AppParts) -> dict[str, Any]:
     from pipelines.models.upscalers import list_upscalers
 
     models_dir = parts.settings.models_dir
-    return {"scripts": RegistryScripts(parts.engine, models_dir, parts.interrogator),
+    return {"scripts": RegistryScripts(parts.engine, models_dir, parts.interrogator, parts.models.upscalers),
             "interrogator": parts.interrogator, "upscalers": lambda: list_upscalers(models_dir)}
 
 

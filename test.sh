@@ -8,4 +8,12 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" =
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "could not install chromium"
 fi
 export GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-exec .venv/bin/python -m pytest -q "$@"
+# The `gpu` tests (the dtype matrix, offloading and memory on CUDA) join the run wherever CUDA is available.
+markers=()
+if .venv/bin/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  echo "CUDA available: the gpu tests run too"
+  markers=(-m "not slow")
+else
+  echo "no CUDA device: the gpu tests are skipped (they run on a machine with one: ./test.sh -m gpu)"
+fi
+exec .venv/bin/python -m pytest -q "${markers[@]}" "$@"

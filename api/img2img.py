@@ -3,7 +3,8 @@
 Three steps, each a plain function so the route stays thin:
 1. `prepare`  (worker thread, before queueing): decode images, map fields, validate -> PreparedJob, or a
    4xx error naming the field. Nothing waits in the queue only to fail on a typo.
-2. `run_job`  (worker thread, in the queue): apply override_settings, run, capture model facts, restore.
+2. `run_job`  (worker thread, one job in the engine's queue): apply override_settings, run, capture model
+   facts, restore -- all while holding the model, so no other job runs on the overridden model.
 3. `respond`  (worker thread, after the queue): PNG-encode with infotext, build the info JSON.
 """
 
@@ -22,6 +23,7 @@ from api.models import Img2ImgBody
 from api.scripts import ScriptCatalog
 from api.state import JobTracker
 from pipelines.fields import InpaintArea, RequestError
+from pipelines.generation.queue import IMG2IMG, SCRIPT, JobQueue
 from pipelines.generation.requests import Img2ImgRequest
 from pipelines.generation.samplers import SAMPLER_NAMES, resolve_sampler
 from pipelines.io.infotext import parse_infotext
@@ -228,43 +230,44 @@ def run_job(
     models: ModelManager,
     catalog: ScriptCatalog,
     tracker: JobTracker,
-    exclusive: Any,
+    queue: JobQueue,
 ) -> tuple[Any, ModelFacts]:
-    control = tracker.begin("scripts_img2img" if job.script else "img2img")
-    timestamp = tracker.timestamp
-    try:
-        with _overrides(job, models, exclusive):
-            try:
-                if job.script:
-                    result = catalog.run(
-                        job.script, job.request, list(job.body.script_args or []), tracker.report, control
-                    )
-                else:
-                    result = engine.img2img(job.request, tracker.report, control)
-            except RequestError as exc:
-                raise api_field_error(exc, job.body) from None
-            return result, _model_facts(models, job.request, timestamp)
-    finally:
-        tracker.end()
+    """One queued job: override switch, the run, the model facts, the restore. The engine's and the
+    script's own submits run inline inside it (the queue is re-entrant per thread)."""
+    with queue.hold(SCRIPT if job.script else IMG2IMG) as queued:
+        tracker.begin("scripts_img2img" if job.script else "img2img", queued.id)
+        timestamp = tracker.timestamp
+        try:
+            with _overrides(job, models):
+                try:
+                    if job.script:
+                        args = list(job.body.script_args or [])
+                        result = catalog.run(job.script, job.request, args, tracker.report, queued.control)
+                    else:
+                        result = engine.img2img(job.request, tracker.report, queued.control)
+                except RequestError as exc:
+                    raise api_field_error(exc, job.body) from None
+                return result, _model_facts(models, job.request, timestamp)
+        finally:
+            tracker.end()
 
 
 @contextlib.contextmanager
-def _overrides(job: PreparedJob, models: ModelManager, exclusive: Any) -> Iterator[None]:
-    """override_settings for one request: switch checkpoint / VAE, then (by default) switch back."""
+def _overrides(job: PreparedJob, models: ModelManager) -> Iterator[None]:
+    """override_settings for one request: switch checkpoint / VAE, then (by default) switch back. Called
+    inside the request's queued job, so switch, run and restore are one unit."""
     previous_title = previous_vae = None
     try:
         if job.checkpoint is not None and job.checkpoint != models.current.info.title:
             previous_title = models.current.info.title
-            with exclusive():
-                models.load(job.checkpoint)
+            models.load(job.checkpoint)
         if job.vae is not None and job.vae != models.vae_choice:
             previous_vae = models.vae_choice
-            with exclusive():
-                models.set_vae(job.vae)
+            models.set_vae(job.vae)
         yield
     finally:
         if job.restore_afterwards:
-            with contextlib.suppress(Exception), exclusive():
+            with contextlib.suppress(Exception):
                 if previous_vae is not None:
                     models.set_vae(previous_vae)
                 if previous_title is not None:

@@ -1,9 +1,9 @@
 """The /sdapi/v1 routes, speaking A1111's contract. `create_api` mounts them on any FastAPI app.
 
-Concurrency: generation, model switches and interrogation go through one FIFO queue (an anyio capacity
-limiter of 1) and run in worker threads, so the event loop stays free: GET /progress, POST /interrupt
-and /skip answer at once while a job runs. The engine's own lock also serialises API jobs against the
-web UI's.
+Concurrency: generation (with its override_settings switch and restore), model switches and interrogation
+are jobs in the engine's one job queue (pipelines/generation/queue.py), shared with the web UI: FIFO, one
+at a time. Each waits in a worker thread, so the event loop stays free: GET /progress, POST /interrupt
+and /skip answer at once, and address only the job the queue is running, never a queued one.
 
 No `from __future__ import annotations` here: FastAPI reads the endpoint annotations through the error
 wrapper (api.errors.json_errors), so they must be real objects, not strings.
@@ -41,6 +41,7 @@ from api.scripts import ScriptCatalog
 from api.state import JobTracker, OptionsStore
 from pipelines.fields import RequestError
 from pipelines.generation.engine import VERSION as ENGINE_VERSION
+from pipelines.generation.queue import INTERROGATE, SWITCH, JobQueue
 from pipelines.io.infotext import parse_infotext
 from pipelines.io.outputs import read_infotext
 from pipelines.launch_flags import Settings
@@ -77,35 +78,44 @@ class SdApi:
                 "outdir_img2img_samples": str(Path(settings.outputs_dir) / "img2img-images"),
             }
         )
-        self.queue = anyio.CapacityLimiter(1)  # FIFO: one job at a time, waiting without holding a thread
-        self.exclusive = engine.exclusive
+        self.queue: JobQueue = engine.queue  # the one queue every front end submits to
+        # Jobs wait for their turn in worker threads: their own pool, so waiting jobs never starve the
+        # threads that decode and encode images for other requests.
+        self.waiters = anyio.CapacityLimiter(64)
 
-    async def _queued(self, func: Callable[..., Any], *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(func, *args, limiter=self.queue)
+    async def _queued(self, kind: str, func: Callable[..., Any], *args: Any) -> Any:
+        """func(*args) as one job in the queue, waited for in a worker thread."""
+        return await anyio.to_thread.run_sync(self.queue.run, kind, func, *args, limiter=self.waiters)
 
     # img2img ----------------------------------------------------------------------------------------
     async def img2img(self, body: Img2ImgBody) -> Any:
         job = await anyio.to_thread.run_sync(img2img_job.prepare, body, self.models, self.catalog)
-        result, facts = await self._queued(
-            img2img_job.run_job, job, self.engine, self.models, self.catalog, self.tracker, self.exclusive
+        result, facts = await anyio.to_thread.run_sync(
+            img2img_job.run_job,
+            job,
+            self.engine,
+            self.models,
+            self.catalog,
+            self.tracker,
+            self.queue,
+            limiter=self.waiters,
         )
         return await anyio.to_thread.run_sync(img2img_job.respond, job, result, facts, ENGINE_VERSION)
 
     # progress / interrupt / skip (async: never wait behind a job) ------------------------------------
     async def progress(self, skip_current_image: bool = False) -> Any:
+        """The queue's running job: an API job as the tracker saw it (a script's whole-job progress and
+        its latest preview), any other job (the web UI's) through the queue's record of it."""
+        running = self.queue.running
         snap = self.tracker.snapshot()
-        engine_busy = bool(getattr(self.engine, "busy", False))
-        active = snap.active or engine_busy
-        update = (
-            snap.update
-            if snap.active
-            else (getattr(self.engine, "last_update", None) if engine_busy else None)
-        )
+        mine = snap.active and running is not None and snap.job_id == running.id
+        active = running is not None
+        update = snap.update if mine else (running.update if running is not None else None)
         state = {
             "skipped": snap.skipped,
             "interrupted": snap.interrupted,
             "stopping_generation": False,
-            "job": snap.job or ("img2img" if engine_busy else ""),
+            "job": snap.job if mine else (running.kind if running is not None else ""),
             "job_count": (update.job_count if update else 1) if active else 0,
             "job_timestamp": snap.job_timestamp,
             "job_no": update.job if update and active else 0,
@@ -120,7 +130,7 @@ class SdApi:
                 "current_image": None,
                 "textinfo": None,
             }
-        preview = snap.preview if snap.active else (update.preview if update else None)
+        preview = snap.preview if mine else (update.preview if update else None)
         current = None if skip_current_image or preview is None else encode_png(preview)
         return {
             "progress": update.fraction if update else 0.0,
@@ -132,12 +142,12 @@ class SdApi:
 
     async def interrupt(self) -> Any:
         self.tracker.interrupt()
-        self.engine.interrupt()
+        self.queue.interrupt()  # the running job only (whichever front end started it)
         return {}
 
     async def skip(self) -> Any:
         self.tracker.skip()
-        self.engine.skip()
+        self.queue.skip()  # the running job's current batch; a no-op between batches
         return {}
 
     # png-info / interrogate ----------------------------------------------------------------------
@@ -165,7 +175,7 @@ class SdApi:
         if not body.image:
             raise ApiError(404, "Image not found", "image")  # A1111's text
         image = await anyio.to_thread.run_sync(decode_image, body.image, "image")
-        caption = await self._queued(self._run_interrogator, model, image.convert("RGB"))
+        caption = await self._queued(INTERROGATE, self._run_interrogator, model, image.convert("RGB"))
         return {"caption": caption}
 
     def _run_interrogator(self, model: str, image: Any) -> str:
@@ -206,16 +216,15 @@ class SdApi:
                 img2img_job.check_vae_choice, self.models, values["sd_vae"], "sd_vae"
             )
         if title is not None or vae is not None:
-            await self._queued(self._switch_model, title, vae)
+            await self._queued(SWITCH, self._switch_model, title, vae)
         self.options.update({k: v for k, v in values.items() if k not in ("sd_model_checkpoint", "sd_vae")})
         return None
 
     def _switch_model(self, title: str | None, vae: str | None) -> None:
-        with self.exclusive():
-            if title is not None:
-                self.models.load(title)
-            if vae is not None:
-                self.models.set_vae(vae)
+        if title is not None:
+            self.models.load(title)
+        if vae is not None:
+            self.models.set_vae(vae)
 
     # lists ---------------------------------------------------------------------------------------------
     def cmd_flags(self) -> Any:

@@ -69,7 +69,8 @@ def _titles(value: Iterable[Any]) -> list[str]:
 
 class RegistryScripts:
     """The project's scripts (scripts/registry.py) behind the run(name, request, script_args, on_progress,
-    control) protocol above. app.py passes `RegistryScripts(engine, settings.models_dir, interrogator)`."""
+    control) protocol above. app.py passes `RegistryScripts(engine, settings.models_dir, interrogator,
+    upscaler_models)`, the last two owned by the ModelManager."""
 
     def __init__(self, engine: Any, models_dir: Any, interrogator: Any = None, upscaler_models: Any = None):
         self.engine = engine

@@ -1,5 +1,8 @@
-"""What the API remembers between requests: the job it is running (for /progress, /interrupt, /skip)
-and the options clients have set (A1111 keeps unknown option keys and returns them)."""
+"""What the API remembers between requests: the job it is running (for /progress) and the options clients
+have set (A1111 keeps unknown option keys and returns them).
+
+Interrupt and Skip go to the engine's job queue, which only ever arms the RUNNING job; the tracker keeps
+no job control, so a press can never land on an API job still waiting in the queue."""
 
 from __future__ import annotations
 
@@ -11,12 +14,13 @@ from typing import Any
 
 from PIL import Image
 
-from pipelines.generation.progress import JobControl, ProgressUpdate
+from pipelines.generation.progress import ProgressUpdate
 
 
 @dataclass(frozen=True)
 class ProgressSnapshot:
     active: bool
+    job_id: str | None  # the queue's id of the API job running now
     job: str
     job_timestamp: str
     update: ProgressUpdate | None
@@ -29,12 +33,13 @@ class ProgressSnapshot:
 class JobTracker:
     """The API's view of A1111's `shared.state`, without the global: one tracker per mounted API.
 
-    Jobs from other front ends (the web UI) are seen through the engine (engine.busy / last_update).
+    begin() is called once the job's turn in the queue has come (it is running); jobs from other front
+    ends (the web UI) are seen through the queue's running job.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._control: JobControl | None = None
+        self._job_id: str | None = None
         self._job = ""
         self._timestamp = "0"
         self._update: ProgressUpdate | None = None
@@ -43,15 +48,14 @@ class JobTracker:
         self._skipped = False
         self._started = 0.0
 
-    def begin(self, job: str) -> JobControl:
+    def begin(self, job: str, job_id: str) -> None:
         with self._lock:
-            self._control = JobControl()
+            self._job_id = job_id
             self._job = job
             self._timestamp = datetime.datetime.now().strftime("%Y%m%d%H%M%S")
             self._update = self._preview = None
             self._interrupted = self._skipped = False
             self._started = time.time()
-            return self._control
 
     def report(self, update: ProgressUpdate) -> None:
         with self._lock:
@@ -61,7 +65,7 @@ class JobTracker:
 
     def end(self) -> None:
         with self._lock:
-            self._control = None
+            self._job_id = None
             self._job = ""
             self._update = None
 
@@ -70,21 +74,19 @@ class JobTracker:
         return self._timestamp
 
     def interrupt(self) -> None:
+        """Remember the press for /progress' state (A1111's state.interrupted); the queue does the work."""
         with self._lock:
             self._interrupted = True
-            if self._control is not None:
-                self._control.interrupt()
 
     def skip(self) -> None:
         with self._lock:
             self._skipped = True
-            if self._control is not None:
-                self._control.skip()
 
     def snapshot(self) -> ProgressSnapshot:
         with self._lock:
             return ProgressSnapshot(
-                self._control is not None,
+                self._job_id is not None,
+                self._job_id,
                 self._job,
                 self._timestamp,
                 self._update,

@@ -23,14 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import torch  # noqa: E402
-from diffusers import UNet2DConditionModel  # noqa: E402
-from ldm_export import write_checkpoint  # noqa: E402
+from ldm_export import write_demo_variant  # noqa: E402
 
 from pipelines.device_policy import DevicePolicy  # noqa: E402
 from pipelines.launch_flags import parse_flags  # noqa: E402
-from pipelines.models.components import SDComponents  # noqa: E402
-from pipelines.models.demo_model import build_demo_components  # noqa: E402
 from pipelines.models.model_manager import ModelManager  # noqa: E402
 
 
@@ -43,15 +39,9 @@ def rss_mb() -> float:
 
 
 def write_models(folder: Path) -> int:
-    demo = build_demo_components()
-    config = dict(demo.unet.config)
-    config["block_out_channels"] = [256, 512]
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_config(config)
-    big = SDComponents(unet, demo.vae, demo.text_encoder, demo.tokenizer, demo.scheduler)
-    for name in ("model-a", "model-b"):
-        write_checkpoint(big, folder / f"{name}.safetensors")
-    return sum(p.numel() * p.element_size() for p in unet.parameters())
+    big = write_demo_variant([folder / f"{name}.safetensors" for name in ("model-a", "model-b")],
+                             block_out_channels=(256, 512), seed=0)
+    return sum(p.numel() * p.element_size() for p in big.unet.parameters())
 
 
 def main() -> None:

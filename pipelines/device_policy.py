@@ -13,6 +13,8 @@ from pipelines.launch_flags import Settings
 
 log = logging.getLogger(__name__)
 
+CPU = torch.device("cpu")
+
 
 class MemoryMode(enum.Enum):
     NORMAL = "normal"
@@ -49,7 +51,8 @@ class DevicePolicy:
         return cls(device=device, dtype=dtype, vae_dtype=vae_dtype, memory_mode=mode)
 
     def describe(self) -> str:
-        return f"device={self.device}, dtype={_short(self.dtype)}, vae={_short(self.vae_dtype)}, memory={self.memory_mode.value}"
+        return (f"device={self.device}, dtype={_short(self.dtype)}, vae={_short(self.vae_dtype)}, "
+                f"memory={self.memory_mode.value}")
 
     def place_components(self, components: Any) -> None:
         """Cast loaded components (SDComponents) to the policy's dtypes; move them unless offloading."""
@@ -59,7 +62,7 @@ class DevicePolicy:
                 module.to(dtype=dtype)
         if self.memory_mode is MemoryMode.NORMAL:
             for module in (components.unet, components.text_encoder, components.vae):
-                module.to(self.device)
+                self._move(module, self.device)
 
     def apply_to_pipeline(self, pipe: Any) -> None:
         """Attach offload hooks to a diffusers pipeline (no-op in normal mode: weights are already placed)."""
@@ -68,6 +71,35 @@ class DevicePolicy:
             pipe.enable_model_cpu_offload(gpu_id=self.device.index or 0)
         elif self.memory_mode is MemoryMode.LOWVRAM:
             pipe.enable_sequential_cpu_offload(gpu_id=self.device.index or 0)
+
+    # Auxiliary models (interrogation, upscalers): loaded onto the CPU, placed here around each call.
+    def place_for_use(self, module: Any) -> Any:
+        """Move an auxiliary model onto the device for a call (a no-op where it already is)."""
+        return self._move(module, self.device)
+
+    def release_after_use(self, module: Any, keep: bool = True) -> Any:
+        """After a call: stay on the device for the next one only in normal mode and when the caller keeps
+        it; under --medvram/--lowvram the GPU belongs to the checkpoint, so the model goes back to the CPU."""
+        if keep and self.memory_mode is MemoryMode.NORMAL:
+            return module
+        return self._to_cpu(module)
+
+    def park(self, module: Any) -> Any:
+        """A checkpoint part kept but not in use (its own VAE while a VAE file replaces it): on the CPU, so
+        the device holds only what runs. Under --medvram/--lowvram it is left alone: the offload hooks keep
+        it off the GPU already and own where its weights are (sequential offload leaves them on "meta")."""
+        if self.memory_mode is not MemoryMode.NORMAL:
+            return module
+        return self._to_cpu(module)
+
+    def _to_cpu(self, module: Any) -> Any:
+        moved = self._move(module, CPU)
+        self.empty_cache()
+        return moved
+
+    def _move(self, module: Any, device: torch.device) -> Any:
+        # one seam for every placement move, so tests can watch where weights go without a GPU
+        return module.to(device)
 
     @property
     def execution_device(self) -> torch.device:

@@ -32,6 +32,7 @@ class Settings:
     precision: str = "autocast"
     medvram: bool = False
     lowvram: bool = False
+    interrogate_keep_models_in_memory: bool = False
     gradio_img2img_tool: str = "editor"
     skip_torch_cuda_test: bool = False
     opt_sdp_attention: bool = False
@@ -98,13 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=PROJECT_ROOT, help="base folder for models/, outputs/, cache/")
     p.add_argument("--outdir", type=Path, help="where images are saved (default <data-dir>/outputs)")
     p.add_argument("--device-id", type=int, help="CUDA device index")
-    p.add_argument("--use-cpu", nargs="*", metavar="MODULE", help="run on the CPU (A1111 takes module names; any value means all)")
+    p.add_argument("--use-cpu", nargs="*", metavar="MODULE",
+                   help="run on the CPU (A1111 takes module names; any value means all)")
     p.add_argument("--no-half", action="store_true", help="run the model in fp32")
     p.add_argument("--no-half-vae", action="store_true", help="run the VAE in fp32")
-    p.add_argument("--precision", choices=["full", "half", "autocast"], default="autocast", help="full = fp32, half/autocast = fp16 on GPU")
+    p.add_argument("--precision", choices=["full", "half", "autocast"], default="autocast",
+                   help="full = fp32, half/autocast = fp16 on GPU")
     p.add_argument("--medvram", action="store_true", help="keep only the active model on the GPU (model CPU offload)")
-    p.add_argument("--lowvram", action="store_true", help="stream weights to the GPU layer by layer (sequential CPU offload)")
-    p.add_argument("--gradio-img2img-tool", choices=["editor", "color-sketch"], default="editor", help="color-sketch: a colour brush on the img2img upload")
+    p.add_argument("--lowvram", action="store_true",
+                   help="stream weights to the GPU layer by layer (sequential CPU offload)")
+    p.add_argument("--interrogate-keep-models-in-memory", action="store_true",
+                   help="keep the BLIP and CLIP models on the GPU between interrogations (default: back "
+                        "to RAM after each; A1111's interrogate_keep_models_in_memory)")
+    p.add_argument("--gradio-img2img-tool", choices=["editor", "color-sketch"], default="editor",
+                   help="color-sketch: a colour brush on the img2img upload")
     p.add_argument("--skip-torch-cuda-test", action="store_true", help="accepted for A1111 compatibility")
     p.add_argument("--opt-sdp-attention", action="store_true", help="accepted: PyTorch SDPA attention is always used")
     p.add_argument("--xformers", action="store_true", help="accepted: PyTorch SDPA attention is used instead")

@@ -27,7 +27,7 @@ class ScriptContext:
 
     models_dir: Path | None = None  # for SD upscale's upscaler models
     interrogate: Interrogator | None = None  # for Loopback's "append interrogated prompt: CLIP"
-    # a pipelines.models.upscalers.UpscalerModels cache (None: the module default)
+    # a pipelines.models.upscalers.UpscalerModels (None: the engine's ModelManager.upscalers)
     upscaler_models: Any = None
 
 

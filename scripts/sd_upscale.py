@@ -110,10 +110,10 @@ def run(engine: Any, request: Img2ImgRequest, params: SdUpscaleParams,
     # 2. Upscale to exactly scale x the source.
     source = image_ops.flatten_onto_white(base.init_image)
     size = target_size(source.width, source.height, params.scale)
-    policy = getattr(getattr(engine, "models", None), "policy", None)
-    upscaled = upscale(source, info, params.scale, context.models_dir,
-                       device=getattr(policy, "device", "cpu"), dtype=getattr(policy, "dtype", None),
-                       models=context.upscaler_models)
+    # the upscaler models belong to the engine's ModelManager (which places and frees them) unless the
+    # front end passed their owner explicitly
+    owner = context.upscaler_models or getattr(getattr(engine, "models", None), "upscalers", None)
+    upscaled = upscale(source, info, params.scale, context.models_dir, models=owner)
     if upscaled.size != size:
         upscaled = upscaled.resize(size, resample=LANCZOS)
 

@@ -10,9 +10,10 @@ from pipelines.launch_flags import parse_flags
 from pipelines.models.model_manager import ModelManager
 
 
-def make_demo_engine(data_dir: Path, preview_every: int = 5) -> Engine:
-    """Loads whatever models/Stable-diffusion/ under data_dir holds (nothing: the demo model)."""
+def make_demo_engine(data_dir: Path, preview_every: int = 5, policy: DevicePolicy | None = None) -> Engine:
+    """Loads whatever models/Stable-diffusion/ under data_dir holds (nothing: the demo model). `policy`
+    overrides the launch flags' device policy, e.g. fp16 on the CPU to run the GPU's dtype paths."""
     settings = parse_flags(["--data-dir", str(data_dir)])
-    models = ModelManager(settings, DevicePolicy.from_settings(settings))
+    models = ModelManager(settings, policy or DevicePolicy.from_settings(settings))
     models.load(None)
     return Engine(models, settings.outputs_dir, preview_every=preview_every)

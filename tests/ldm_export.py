@@ -222,3 +222,23 @@ def write_vae_sidecar(vae, path: Path) -> Path:
     sidecar = Path(path).with_suffix(".json")
     sidecar.write_text(json.dumps({"vae": json.loads(vae.to_json_string())}, indent=1))
     return sidecar
+
+
+def write_demo_variant(paths, *, in_channels: int = 4, block_out_channels=None, seed: int = 1):
+    """The demo model with another UNet (9 input channels for an inpainting model, wider blocks for a model of
+    realistic size), written as LDM-layout checkpoints to each of `paths`; returns its components."""
+    from diffusers import UNet2DConditionModel  # noqa: PLC0415
+
+    from pipelines.models.components import SDComponents  # noqa: PLC0415
+    from pipelines.models.demo_model import build_demo_components  # noqa: PLC0415
+
+    demo = build_demo_components()
+    config = dict(demo.unet.config) | {"in_channels": in_channels}
+    if block_out_channels is not None:
+        config["block_out_channels"] = list(block_out_channels)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_config(config)
+    components = SDComponents(unet, demo.vae, demo.text_encoder, demo.tokenizer, demo.scheduler)
+    for path in paths:
+        write_checkpoint(components, Path(path))
+    return components

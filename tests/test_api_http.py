@@ -625,7 +625,8 @@ def test_real_scripts_registry_upscalers_and_interrogator(setup):
         upscalers=lambda: list_upscalers(settings.models_dir),
     )
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=120) as c:
-        assert c.get(f"{V1}/scripts").json()["img2img"] == ["loopback", "outpainting mk2", "poor man's outpainting", "sd upscale"]
+        scripts = ["loopback", "outpainting mk2", "poor man's outpainting", "sd upscale"]
+        assert c.get(f"{V1}/scripts").json()["img2img"] == scripts
         r = c.post(
             f"{V1}/img2img", json=payload(script_name="LOOPBACK", script_args=[2, 0.3, "Linear", "None"])
         )

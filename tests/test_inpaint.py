@@ -2,16 +2,14 @@
 
 import numpy as np
 import pytest
-import torch
 from demo_engine import make_demo_engine
-from diffusers import UNet2DConditionModel
+from ldm_export import write_demo_variant
+from pictures import blocky_picture, box_mask
 from PIL import Image, ImageDraw
 
 from pipelines.fields import InpaintArea, MaskedContent, MaskMode, RequestError
 from pipelines.generation.requests import Img2ImgRequest
 from pipelines.io.infotext import parse_infotext
-from pipelines.models.components import SDComponents
-from pipelines.models.demo_model import build_demo_components
 
 
 @pytest.fixture(scope="module")
@@ -22,29 +20,13 @@ def engine(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine9(tmp_path_factory):
     """The demo model with a 9-channel (sd-v1-5-inpainting layout) UNet, loaded from an LDM-layout file."""
-    from ldm_export import write_checkpoint  # noqa: PLC0415
-
     data = tmp_path_factory.mktemp("data9")
-    demo = build_demo_components()
-    torch.manual_seed(1)
-    config = dict(demo.unet.config)
-    config["in_channels"] = 9
-    unet = UNet2DConditionModel.from_config(config)
-    write_checkpoint(SDComponents(unet, demo.vae, demo.text_encoder, demo.tokenizer, demo.scheduler),
-                     data / "models" / "Stable-diffusion" / "tiny-inpainting.safetensors")
+    write_demo_variant([data / "models" / "Stable-diffusion" / "tiny-inpainting.safetensors"], in_channels=9)
     return make_demo_engine(data)
 
 
 def picture(w=96, h=64):
-    rng = np.random.RandomState(3)
-    base = np.kron(rng.randint(0, 255, (h // 8, w // 8, 3)), np.ones((8, 8, 1))).astype("uint8")
-    return Image.fromarray(base, "RGB")
-
-
-def box_mask(size, box):
-    mask = Image.new("L", size, 0)
-    ImageDraw.Draw(mask).rectangle(box, fill=255)
-    return mask
+    return blocky_picture(w, h)
 
 
 def request(**kw):

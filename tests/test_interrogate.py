@@ -180,8 +180,8 @@ def test_return_ranks_and_non_rgb_images(models, image):
     assert make(models).interrogate(image.convert("L"))  # greyscale is converted, not rejected
 
 
-def test_offload_after_use_gives_the_same_result(models, image):
-    assert make(models, offload_after_use=True).interrogate(image) == make(models).interrogate(image)
+def test_keeping_models_in_memory_gives_the_same_result(models, image):
+    assert make(models, keep_models_in_memory=True).interrogate(image) == make(models).interrogate(image)
 
 
 def test_skip_categories_and_top_n_larger_than_the_list(models, image, tmp_path):

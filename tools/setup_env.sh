@@ -11,13 +11,16 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.installed${EXTRAS:+-$EXTRAS}
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # shellcheck disable=SC2086
   .venv/bin/python -m pip install -q $TORCH_SPEC
-  .venv/bin/python -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}"
+  # constraints.txt pins every other package to the version the test suite passed with: the engine
+  # overrides diffusers internals (prepare_latents, prepare_mask_latents) whose signatures move between
+  # releases. To upgrade, see the README ("Upgrading dependencies").
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".${EXTRAS:+[$EXTRAS]}"
   # spandrel (model upscalers) declares torchvision, which PyPI cannot pair with every torch build and
   # which it only needs for architectures we do not use: install it without its declared dependencies.
-  .venv/bin/python -m pip install -q --no-deps "spandrel>=0.4.2"
+  .venv/bin/python -m pip install -q -c constraints.txt --no-deps "spandrel>=0.4.2"
   touch "$stamp"
 fi

@@ -71,7 +71,7 @@ def launch_options() -> dict[str, Any]:
 
 def build_ui(engine: Engine, models: ModelManager, settings: Settings, interrogator: Any = None) -> gr.Blocks:
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as blocks:
-        build_top_bar(models)
+        build_top_bar(models, engine.queue)
         with gr.Tabs(elem_id="tabs") as main_tabs:
             with gr.Tab("img2img", id=MAIN_TAB_ID, elem_id="tab_img2img"):
                 toprow = build_toprow()
@@ -97,7 +97,7 @@ def build_ui(engine: Engine, models: ModelManager, settings: Settings, interroga
         wire_script_tabs(scripts, modes, tab_scripts.TAB_SCRIPTS)
         wire_script_paste(scripts, output, png_info, tab_scripts.TAB_SCRIPTS)
         interrogate = build_interrogate_button(toprow.generate)
-        wire_interrogate(interrogate, interrogator, modes, mode_state, toprow.prompt)
+        wire_interrogate(interrogate, interrogator, modes, mode_state, toprow.prompt, engine.queue)
     return blocks
 
 
@@ -161,9 +161,16 @@ class _Wiring:
                    sizes, note]
         toprow.generate.click(generate, inputs=inputs, outputs=outputs, concurrency_limit=1,
                               concurrency_id=GPU_QUEUE, show_progress="minimal")
-        # Not queued: they must act while the job they stop holds the queue.
-        toprow.interrupt.click(self.engine.interrupt, queue=False, concurrency_limit=None)
-        toprow.skip.click(self.engine.skip, queue=False, concurrency_limit=None)
+        # Not queued: they must act while the job they stop holds the queue. They reach the job queue's
+        # RUNNING job (the UI's or the API's), never one still waiting.
+        def interrupt() -> None:
+            self.engine.interrupt()
+
+        def skip() -> None:
+            self.engine.skip()
+
+        toprow.interrupt.click(interrupt, queue=False, concurrency_limit=None)
+        toprow.skip.click(skip, queue=False, concurrency_limit=None)
 
     @staticmethod
     def _finished(event: Finished) -> tuple:

@@ -4,8 +4,9 @@ progress (text + latent preview) and finally the gallery.
     handler --start--> worker thread: engine.img2img(request, on_progress=queue.put, control)
     handler <--queue-- ("progress", ProgressUpdate) ... ("done", GenerationResult) | ("error", exc)
 
-If the browser goes away mid-run Gradio closes the generator; the `finally` then interrupts the job so the
-model is free for the next one.
+The engine submits the run to its job queue (shared with the HTTP API): it waits there for its turn, then
+holds the model. If the browser goes away mid-run Gradio closes the generator; the `finally` then interrupts
+the job so the model is free for the next one (a job still waiting stops as soon as its turn comes).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The "Interrogate CLIP" button under Generate: a prompt inferred from the active sub-tab's image (BLIP
-caption + CLIP-ranked terms) replaces the prompt box, as in A1111. It runs in the GPU queue (one job at a time, it
-shares the machine with generation). Missing models give a message saying what goes in models/BLIP and
-models/CLIP; nothing crashes."""
+caption + CLIP-ranked terms) replaces the prompt box, as in A1111. It is a job in the engine's job queue
+(one job at a time: it shares the machine with generation and the API's jobs). Missing models give a
+message saying what goes in models/BLIP and models/CLIP; nothing crashes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from pipelines.generation.queue import INTERROGATE, JobQueue
 from pipelines.images import image_ops
 from pipelines.models.interrogate import InterrogatorUnavailable
 from ui.modes import ModeTab
@@ -38,7 +39,8 @@ def active_image(mode: ModeTab, values: tuple) -> Image.Image | None:
     return image if isinstance(image, Image.Image) else None
 
 
-def interrogate_prompt(interrogator: Any, image: Image.Image | None, tab_label: str = "img2img") -> Any:
+def interrogate_prompt(interrogator: Any, image: Image.Image | None, tab_label: str = "img2img",
+                       queue: JobQueue | None = None) -> Any:
     """The new prompt, gr.skip() (with a warning) when there is no image; gr.Error when it cannot run."""
     if image is None:
         gr.Warning(f"No image in the {tab_label} tab to interrogate: upload, drop or paste one first")
@@ -49,7 +51,10 @@ def interrogate_prompt(interrogator: Any, image: Image.Image | None, tab_label: 
     if not ok:
         raise gr.Error(reason)
     try:
-        return interrogator.interrogate(image_ops.flatten_onto_white(image))
+        picture = image_ops.flatten_onto_white(image)
+        if queue is None:
+            return interrogator.interrogate(picture)
+        return queue.run(INTERROGATE, interrogator.interrogate, picture)
     except InterrogatorUnavailable as exc:
         raise gr.Error(str(exc)) from None
     except Exception as exc:  # keep the server up and say what happened
@@ -58,13 +63,13 @@ def interrogate_prompt(interrogator: Any, image: Image.Image | None, tab_label: 
 
 
 def wire_interrogate(button: gr.Button, interrogator: Any, modes: list[ModeTab], mode_state: gr.State,
-                     prompt: gr.Textbox) -> None:
+                     prompt: gr.Textbox, queue: JobQueue | None = None) -> None:
     def interrogate(mode_name: str, *values: Any):
         start = 0
         for mode in modes:
             if mode.name == mode_name:
                 image = active_image(mode, values[start:start + len(mode.inputs)])
-                return interrogate_prompt(interrogator, image, mode.label)
+                return interrogate_prompt(interrogator, image, mode.label, queue)
             start += len(mode.inputs)
         raise gr.Error(f"unknown img2img mode {mode_name!r}")
 

@@ -1,4 +1,7 @@
-"""The bar above the tabs: checkpoint and VAE dropdowns with refresh buttons, and the model status line."""
+"""The bar above the tabs: checkpoint and VAE dropdowns with refresh buttons, and the model status line.
+
+A switch is a job in the engine's job queue, like a generation: it waits for the running job (the web UI's
+or the API's), so new weights never load beside the ones a job is using and its infotext names its model."""
 
 from __future__ import annotations
 
@@ -7,13 +10,16 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from pipelines.generation.queue import SWITCH, JobQueue
 from pipelines.models.checkpoint_loader import CheckpointError
 from pipelines.models.model_manager import ModelManager, ModelNotFound
 from ui.params import tool_button
 
 log = logging.getLogger(__name__)
 
-GPU_QUEUE = "gpu"  # concurrency_id shared by every event that runs or swaps the model: one at a time
+# Gradio concurrency_id shared by every event that runs or swaps the model: one at a time among this UI's
+# events (the job queue then orders them with the API's jobs).
+GPU_QUEUE = "gpu"
 
 
 @dataclass
@@ -28,7 +34,7 @@ def status_markdown(models: ModelManager) -> str:
     return f"⚠️ **{line}**" if models.is_demo else line
 
 
-def build_top_bar(models: ModelManager) -> TopBar:
+def build_top_bar(models: ModelManager, queue: JobQueue) -> TopBar:
     with gr.Row(elem_id="quicksettings"):
         checkpoint = gr.Dropdown(models.checkpoint_titles(), value=models.current.info.title,
                                  label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint",
@@ -41,14 +47,14 @@ def build_top_bar(models: ModelManager) -> TopBar:
 
     def load_checkpoint(title: str):
         try:
-            models.load(title)
+            queue.run(SWITCH, models.load, title)
         except (ModelNotFound, CheckpointError) as exc:
             raise gr.Error(f"Stable Diffusion checkpoint: {exc}") from None
         log.info("UI: switched to %s", title)
 
     def set_vae(choice: str):
         try:
-            models.set_vae(choice)
+            queue.run(SWITCH, models.set_vae, choice)
         except (ModelNotFound, CheckpointError) as exc:
             raise gr.Error(f"SD VAE: {exc}") from None
 

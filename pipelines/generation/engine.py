@@ -3,19 +3,18 @@
 One run, top to bottom: validate -> pick sampler and pipeline -> prepare the init image (resize mode, or
 the inpaint plan: mask, only-masked crop, fill) -> encode it and the prompts once -> for each batch:
 seeded noise, masked content, diffusers' sampling loop with a progress/cancel/blend callback ->
-composite -> infotext -> save. Runs are serialised: one job at a time on the model.
+composite -> infotext -> save. Runs are serialised through the job queue (queue.py) that every front end
+shares: one job at a time on the model.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -31,6 +30,7 @@ from pipelines.generation.latent_preview import latent_preview
 from pipelines.generation.noise import initial_noise, resolve_seed
 from pipelines.generation.progress import JobControl, ProgressCallback, ProgressUpdate
 from pipelines.generation.prompt_encoding import encode_prompts
+from pipelines.generation.queue import IMG2IMG, SCRIPT, SWITCH, Job, JobQueue
 from pipelines.generation.requests import Img2ImgRequest
 from pipelines.generation.samplers import SamplerChoice, resolve_sampler
 from pipelines.images import image_ops
@@ -38,6 +38,7 @@ from pipelines.images.color_correction import apply_color_correction, color_refe
 from pipelines.io.infotext import build_infotext
 from pipelines.io.outputs import dated_output_dir, save_image
 from pipelines.models.model_manager import ModelManager
+from pipelines.models.vae_codec import decode_latents, encode_images, images_from_pixels
 
 VERSION = "img2img-studio 0.1.0"
 
@@ -72,6 +73,7 @@ class _RunInputs:
     images: list[Image.Image]  # the prepared init pictures (one, or one per batch item)
     plan: InpaintPlan | None  # None for plain img2img
     mask: torch.Tensor | None  # latent-size mask (1, 1, h, w): binary, or soft for soft inpainting
+    notices: list[str] = field(default_factory=list)  # the run's notices (GenerationResult.notices)
 
 
 class _Stop(Exception):
@@ -79,61 +81,56 @@ class _Stop(Exception):
 
 
 class Engine:
-    def __init__(self, models: ModelManager, outputs_root: Path, preview_every: int = 5):
+    def __init__(self, models: ModelManager, outputs_root: Path, preview_every: int = 5,
+                 queue: JobQueue | None = None):
         self.models = models
         self.outputs_root = outputs_root
         self.preview_every = preview_every
-        # One job on the model at a time (UI and API share it); re-entrant so a script can hold it across
-        # the many img2img calls it makes (see job()).
-        self._run_lock = threading.RLock()
-        self._active: JobControl | None = None
-        self.last_update: ProgressUpdate | None = None  # the running job's latest progress, for polling
+        # The one job queue (UI, API, scripts, model switches): front ends reach it as engine.queue.
+        self.queue = queue or JobQueue()
+        self.last_update: ProgressUpdate | None = None  # the latest run's latest progress, for polling
 
     def img2img(self, request: Img2ImgRequest, on_progress: ProgressCallback | None = None,
                 control: JobControl | None = None) -> GenerationResult:
         request.validate()
-        control = control or JobControl()
         report = on_progress or (lambda update: None)
 
         def track(update: ProgressUpdate) -> None:
             self.last_update = update
+            self.queue.report(update)
             report(update)
 
-        with self.job(control), torch.inference_mode():
+        # Inside a script's (or an API override's) job this runs inline, with that job's control.
+        with self.queue.hold(IMG2IMG, control) as job, torch.inference_mode():
             self.last_update = None
-            return self._run(request, track, control)
+            return self._run(request, track, job.control)
 
     @contextmanager
-    def job(self, control: JobControl) -> Iterator[JobControl]:
-        """Hold the model for a whole job, e.g. a script's many img2img calls: no other job slips in between,
-        and interrupt()/skip() reach `control` the whole time. Nested calls keep the outermost job's control."""
-        with self._run_lock:
-            outer = self._active
-            self._active = outer or control
-            try:
-                yield self._active
-            finally:
-                self._active = outer
+    def job(self, control: JobControl | None = None, kind: str = SCRIPT) -> Iterator[JobControl]:
+        """Hold the model for a whole job, e.g. a script's many img2img calls: no other job slips in
+        between, and interrupt()/skip() reach its control the whole time. Nested calls keep the outermost
+        job's control."""
+        with self.queue.hold(kind, control) as job:
+            yield job.control
 
     @contextmanager
-    def exclusive(self) -> Iterator[None]:
+    def exclusive(self, kind: str = SWITCH) -> Iterator[Job]:
         """Hold the model while something else uses it (a checkpoint switch waits for a running job)."""
-        with self._run_lock:
-            yield
+        with self.queue.hold(kind) as job:
+            yield job
 
     @property
     def busy(self) -> bool:
-        return self._active is not None
+        return self.queue.running is not None
 
-    def interrupt(self) -> None:
-        """Stop the running job now (from any thread or connection); finished images are kept."""
-        if self._active is not None:
-            self._active.interrupt()
+    def interrupt(self, job_id: str | None = None) -> Job | None:
+        """Stop the running job now (from any thread or connection); finished images are kept. A job_id
+        that is not the running job raises JobNotRunning: a queued job is never armed."""
+        return self.queue.interrupt(job_id)
 
-    def skip(self) -> None:
-        """Drop the running job's current batch and go on with the next."""
-        if self._active is not None:
-            self._active.skip()
+    def skip(self, job_id: str | None = None) -> Job | None:
+        """Drop the running job's current batch and go on with the next (a no-op between batches)."""
+        return self.queue.skip(job_id)
 
     # 1. One run --------------------------------------------------------------------------------------
     def _run(self, req: Img2ImgRequest, on_progress: ProgressCallback, control: JobControl) -> GenerationResult:
@@ -146,6 +143,7 @@ class Engine:
         result = GenerationResult(prompt=req.prompt, negative_prompt=req.negative_prompt, seed=seed,
                                   subseed=subseed, width=req.width, height=req.height)
         inputs = self._prepare(req, pipe)
+        inputs.notices = result.notices
         # A1111 matches colours to the picture as it went in, before the sampler touched it.
         colors = [color_reference(image) for image in inputs.images] if req.color_correction else None
         started = time.monotonic()
@@ -156,6 +154,9 @@ class Engine:
             first = seed + job * req.batch_size
             seeds = list(range(first, first + req.batch_size))
             subseeds = [subseed + s - seed for s in seeds]
+            # A Skip counts only while this batch samples: one pressed during its decode or before the next
+            # batch expires with it instead of dropping the next batch.
+            control.begin_batch()
             try:
                 images = self._sample_batch(inputs, seeds, subseeds, (job, started, on_progress, control))
             except _Stop:
@@ -164,6 +165,8 @@ class Engine:
                     break
                 result.skipped_batches += 1
                 continue
+            finally:
+                control.end_batch()
             for item, (image, s, sub) in enumerate(zip(images, seeds, subseeds)):
                 if colors is not None:  # each batch item matches its own init picture
                     image = apply_color_correction(colors[item % len(colors)], image)
@@ -180,13 +183,17 @@ class Engine:
         else:
             sources = list(req.batch_images) or [req.init_image]
             images = [self._resized_init_image(req, image) for image in sources]
-        latents = torch.cat([self._vae_encode(pipe, image) for image in images])
+        device = pipe._execution_device
+        latents = torch.cat([encode_images(pipe.vae, [image], device) for image in images])
         if req.resize_mode is ResizeMode.LATENT_UPSCALE and plan is None:
             latents = image_ops.upscale_latent(latents, req.width, req.height)
+        # From here on everything the sampler touches is in the UNet's dtype, on its device: init latents come
+        # out of the VAE in its own dtype (fp32 under --no-half-vae), masks and noise start as CPU float32.
+        latents = latents.to(device=device, dtype=pipe.unet.dtype)
         mask = None
         if plan is not None:
             mask = latent_mask(plan.mask, latents.shape[2], latents.shape[3], soft=req.soft_inpainting)
-        device = pipe._execution_device
+            mask = mask.to(device=device, dtype=latents.dtype)
         prompt_embeds, negative_embeds = encode_prompts(
             pipe.tokenizer, pipe.text_encoder, req.prompt, req.negative_prompt, device)
         return _RunInputs(req, pipe, latents, prompt_embeds, negative_embeds, images, plan, mask)
@@ -198,31 +205,30 @@ class Engine:
             return image_ops.snap_to_multiple_of_8(image)
         return image_ops.resize_image(image, req.resize_mode, req.width, req.height)
 
-    @staticmethod
-    def _vae_encode(pipe: Any, image: Image.Image) -> torch.Tensor:
-        vae = pipe.vae
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
-        pixels = pixels.to(device=pipe._execution_device, dtype=vae.dtype)
-        # The distribution's mode, not a sample: the init latent must not depend on the seed's RNG stream.
-        latents = vae.encode(pixels).latent_dist.mode()
-        return latents * vae.config.scaling_factor
-
     # 3. One batch through diffusers ----------------------------------------------------------------------
     def _sample_batch(self, inputs: _RunInputs, seeds, subseeds, progress) -> list[Image.Image]:
         req, pipe = inputs.req, inputs.pipe
         shape = tuple(inputs.init_latents.shape[1:])
+        latents = inputs.init_latents
+        # Noise is drawn on the CPU in float32 (the same seed gives the same picture on every device), then
+        # takes the latents' dtype and device like everything else that meets them.
         noise = torch.stack([initial_noise(shape, s, sub, req.subseed_strength) for s, sub in zip(seeds, subseeds)])
-        start = inputs.init_latents.expand(len(seeds), *shape)
+        noise = noise.to(device=latents.device, dtype=latents.dtype)
+        start = latents.expand(len(seeds), *shape)
         if inputs.mask is not None:
             start = apply_masked_content(start, inputs.mask.round(), req.masked_content, noise)
         if int(req.steps * min(req.denoising_strength, 0.999)) < 1:  # nothing to denoise: decode the start
-            return self._decode(pipe, start)
+            return self._decode(pipe, start, inputs.notices)
+        # DPM++ SDE draws its Brownian noise from a tree per image, seeded with that image's seed (A1111 passes
+        # the batch's seeds), so image i equals a single run at seed i.
+        if hasattr(pipe.scheduler, "noise_sampler_seed"):
+            pipe.scheduler.noise_sampler_seed = list(seeds)
         # Each image's own generator keeps drawing its ancestral/SDE step noise, so image i depends only
         # on seed+i, whatever the batch size.
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         common = dict(prompt_embeds=inputs.prompt_embeds, negative_prompt_embeds=inputs.negative_embeds,
                       strength=min(req.denoising_strength, 0.999), num_inference_steps=req.steps,
-                      guidance_scale=req.cfg_scale, generator=generators,
+                      guidance_scale=req.cfg_scale, generator=generators, output_type="latent",
                       callback_on_step_end=self._step_callback(inputs, start, noise, *progress),
                       callback_on_step_end_tensor_inputs=["latents"])
         if pipe.unet.config.in_channels == 9:
@@ -237,7 +243,7 @@ class Engine:
         else:
             with pipe.noise(noise):
                 out = pipe(image=start, num_images_per_prompt=len(seeds), **common)
-        return out.images
+        return self._decode(pipe, out.images, inputs.notices)
 
     def _step_callback(self, inputs: _RunInputs, start, noise, job, started, on_progress, control):
         req = inputs.req
@@ -255,8 +261,9 @@ class Engine:
                     # Outside the mask the picture follows the original, noised to the next step's level.
                     timesteps = pipe.scheduler.timesteps[-steps:]
                     original = start if step == steps else pipe.scheduler.add_noise(
-                        start, noise.to(start.device, start.dtype), timesteps[step:step + 1])
-                    latents = keep * latents + (1 - keep) * original.to(latents.dtype)
+                        start, noise, timesteps[step:step + 1])
+                    keep, original = keep.to(latents), original.to(latents)  # fp32 here would promote latents
+                    latents = keep * latents + (1 - keep) * original
                     changed = {"latents": latents}
             if self.preview_every > 0 and step % self.preview_every == 0:
                 preview = latent_preview(latents)
@@ -275,16 +282,14 @@ class Engine:
         9-channel models are conditioned on the mask instead. Soft inpainting (differential diffusion) lets a
         pixel with mask value v change only during the last v fraction of the steps, so edges fade in.
         """
-        mask = inputs.mask.to(pipe._execution_device)
+        mask = inputs.mask
         if inputs.req.soft_inpainting:
             return (mask > 1 - step / steps).to(mask.dtype)
         return None if pipe.unet.config.in_channels == 9 else mask
 
     @staticmethod
-    def _decode(pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
-        vae = pipe.vae
-        decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-        return pipe.image_processor.postprocess(decoded, output_type="pil")
+    def _decode(pipe: Any, latents: torch.Tensor, notices: list[str]) -> list[Image.Image]:
+        return images_from_pixels(decode_latents(pipe.vae, latents, notices))
 
     # 4. Infotext and saving ---------------------------------------------------------------------------
     def _record(self, result, req, sampler: SamplerChoice, model, image, seed, subseed) -> None:

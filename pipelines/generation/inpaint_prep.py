@@ -56,7 +56,8 @@ def plan_inpaint(req: Img2ImgRequest) -> InpaintPlan:
     else:
         # 1b. Whole picture: image and mask share the resize mode's geometry. A1111 doubles the overlay
         # mask so the composite keeps the blur's outer half original and the inner half generated.
-        mode = image_ops.ResizeMode.JUST_RESIZE if req.resize_mode is image_ops.ResizeMode.LATENT_UPSCALE else req.resize_mode
+        latent = req.resize_mode is image_ops.ResizeMode.LATENT_UPSCALE
+        mode = image_ops.ResizeMode.JUST_RESIZE if latent else req.resize_mode
         image = image_ops.resize_image(full_image, mode, req.width, req.height)
         work_mask = image_ops.resize_image(mask, mode, req.width, req.height)
         overlay = Image.fromarray(np.clip(np.asarray(work_mask, np.float32) * 2, 0, 255).astype(np.uint8), "L")

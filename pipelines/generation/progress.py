@@ -38,30 +38,60 @@ ProgressCallback = Callable[[ProgressUpdate], None]
 
 
 class JobControl:
-    """Interrupt (stop now, keep finished images) and Skip (drop the current batch, go on); thread-safe."""
+    """Interrupt (stop now, keep finished images) and Skip (drop the current batch, go on); thread-safe.
+
+    A Skip belongs to the batch it was pressed during: the engine brackets each batch's sampling with
+    begin_batch()/end_batch(), and a Skip pressed outside that bracket (prompt encoding, decode, saving,
+    between a script's engine calls) is a no-op, as A1111 clears `state.skipped` at each batch's start.
+    Otherwise it would stay armed and drop the NEXT batch, or the next job's first one.
+    """
 
     def __init__(self) -> None:
         self._interrupt = threading.Event()
-        self._skip = threading.Event()
+        self._lock = threading.Lock()
+        self._batch = 0  # counts every batch this control has seen (a script's engine calls share it)
+        self._sampling = False  # inside begin_batch() .. end_batch()
+        self._skip_batch: int | None = None  # the batch a pending Skip was pressed during
         self.started_at = time.monotonic()
 
     def interrupt(self) -> None:
         self._interrupt.set()
 
-    def skip(self) -> None:
-        self._skip.set()
-
     @property
     def interrupted(self) -> bool:
         return self._interrupt.is_set()
 
-    def take_skip(self) -> bool:
-        """True once per Skip press: the engine consumes it when it drops the current batch."""
-        if self._skip.is_set():
-            self._skip.clear()
+    def begin_batch(self) -> int:
+        """The engine starts sampling a batch; returns its number. A Skip left from before is dropped."""
+        with self._lock:
+            self._batch += 1
+            self._sampling = True
+            self._skip_batch = None
+            return self._batch
+
+    def end_batch(self) -> None:
+        """The batch's sampling is over (finished, skipped or interrupted): a Skip not taken expires."""
+        with self._lock:
+            self._sampling = False
+            self._skip_batch = None
+
+    def skip(self) -> bool:
+        """Drop the batch being sampled now. False (and nothing armed) when no batch is sampling."""
+        with self._lock:
+            if not self._sampling:
+                return False
+            self._skip_batch = self._batch
             return True
-        return False
+
+    def take_skip(self) -> bool:
+        """True once per Skip pressed during the current batch: the engine consumes it to drop the batch."""
+        with self._lock:
+            if self._sampling and self._skip_batch == self._batch:
+                self._skip_batch = None
+                return True
+            return False
 
     @property
     def skip_requested(self) -> bool:
-        return self._skip.is_set()
+        with self._lock:
+            return self._sampling and self._skip_batch == self._batch

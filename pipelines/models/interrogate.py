@@ -1,9 +1,12 @@
 """Interrogate CLIP (img2txt), as A1111 does it: a BLIP caption, then for each category list (artists,
 flavors, mediums, movements, ...) the line(s) CLIP ranks closest to the image; "caption, match, match, ...".
 
-Models come only from local transformers-format folders (models/BLIP, models/CLIP), loaded lazily on the
-first call and kept until unload(). Text embeddings of the category lines are computed once per loaded CLIP
-model and cached in memory. Never imports a front end.
+Models come only from local transformers-format folders (models/BLIP, models/CLIP), loaded lazily onto the
+CPU on the first call and kept until unload() (the ModelManager, their owner, unloads them on a checkpoint
+switch). The device policy moves each onto the device for its part of a call and, as A1111's
+interrogate_keep_models_in_memory (default off) does, back to RAM afterwards unless asked to keep them.
+Text embeddings of the category lines are computed once per loaded CLIP model and cached in memory. Never
+imports a front end.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 
 import torch
 from PIL import Image
+
+from pipelines.device_policy import DevicePolicy
 
 log = logging.getLogger(__name__)
 
@@ -176,16 +181,16 @@ def _display(path: Path) -> str:
 # 3. The interrogator ----------------------------------------------------------------------------------------
 class Interrogator:
     def __init__(self, blip_dir: Path, clip_dir: Path, categories_dir: Path = DEFAULT_CATEGORIES_DIR,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 offload_after_use: bool = False, caption_options: CaptionOptions = CaptionOptions(),
+                 policy: DevicePolicy | None = None, keep_models_in_memory: bool = False,
+                 caption_options: CaptionOptions = CaptionOptions(),
                  skip_categories: tuple[str, ...] = (), dict_limit: int = 1500, return_ranks: bool = False):
         if dict_limit < 1:
             raise ValueError(f"dict_limit must be at least 1, got {dict_limit}")
         self.blip_dir, self.clip_dir = Path(blip_dir), Path(clip_dir)
         self.categories_dir = Path(categories_dir)
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self.offload_after_use = offload_after_use
+        # no policy (tests, tools): the CPU in fp32
+        self.policy = policy or DevicePolicy(torch.device("cpu"), torch.float32, torch.float32)
+        self.keep_models_in_memory = keep_models_in_memory  # A1111's "Interrogate: keep models in VRAM"
         self.caption_options = caption_options
         self.skip_categories = tuple(skip_categories)
         self.dict_limit = dict_limit
@@ -220,13 +225,14 @@ class Interrogator:
         with self._lock:
             model, processor = self._load_blip()
             try:
-                model = self._on_device(model)
+                self.policy.place_for_use(model)
+                device, dtype = _placement(model)
                 kwargs = {"text": options.prompt} if options.prompt else {}
                 inputs = processor(images=_rgb(image), return_tensors="pt", **kwargs)
                 with torch.inference_mode():
                     ids = model.generate(
-                        pixel_values=inputs["pixel_values"].to(self.device, self.dtype),
-                        input_ids=inputs["input_ids"].to(self.device) if options.prompt else None,
+                        pixel_values=inputs["pixel_values"].to(device, dtype),
+                        input_ids=inputs["input_ids"].to(device) if options.prompt else None,
                         num_beams=options.num_beams, min_length=options.min_length,
                         max_length=options.max_length, do_sample=False)
             finally:
@@ -241,7 +247,7 @@ class Interrogator:
                 return []
             model, processor = self._load_clip()
             try:
-                model = self._on_device(model)
+                self.policy.place_for_use(model)
                 image_embedding = self._image_embedding(model, processor, image)
                 matches = []
                 for category in categories:
@@ -260,8 +266,11 @@ class Interrogator:
             self._blip = self._clip = None
             self._text_embeddings.clear()
             gc.collect()
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            self.policy.empty_cache()
+
+    def loaded_models(self) -> list[Any]:
+        """The models now in memory (BLIP, CLIP, either or none), for tests and memory reports."""
+        return [pair[0] for pair in (self._blip, self._clip) if pair is not None]
 
     # Loading and placement ------------------------------------------------------------------------------
     def _load_blip(self) -> tuple[Any, Any]:
@@ -291,25 +300,19 @@ class Interrogator:
             problem = f"loading {_display(folder)}/ failed: {error}"
             raise InterrogatorUnavailable(f"{spec.expected(folder)}. Problem: {problem}") from error
         model.eval().requires_grad_(False)
-        model.to(dtype=self.dtype)
-        if not self.offload_after_use:
-            model.to(self.device)
+        model.to(dtype=self.policy.dtype)  # on the CPU until a call places it
         return model, processor
 
-    def _on_device(self, model: Any) -> Any:
-        return model.to(self.device) if self.offload_after_use else model
-
     def _after_use(self, model: Any) -> None:
-        if self.offload_after_use and self.device.type != "cpu":
-            model.to("cpu")
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+        # back to RAM after each use unless kept (never kept under --medvram/--lowvram: the policy decides)
+        self.policy.release_after_use(model, keep=self.keep_models_in_memory)
 
     # CLIP embeddings --------------------------------------------------------------------------------------
     def _image_embedding(self, model: Any, processor: Any, image: Image.Image) -> torch.Tensor:
         pixels = processor(images=_rgb(image), return_tensors="pt")["pixel_values"]
+        device, dtype = _placement(model)
         with torch.inference_mode():
-            vision = model.vision_model(pixel_values=pixels.to(self.device, self.dtype))
+            vision = model.vision_model(pixel_values=pixels.to(device, dtype))
             embedding = model.visual_projection(vision.pooler_output)[0].float()
         return (embedding / embedding.norm()).cpu()
 
@@ -320,6 +323,7 @@ class Interrogator:
         return cached
 
     def _embed_texts(self, model: Any, tokenizer: Any, texts: list[str]) -> torch.Tensor:
+        device, _ = _placement(model)
         chunks = []
         for start in range(0, len(texts), TEXT_BATCH):
             tokens = tokenizer(texts[start:start + TEXT_BATCH], padding=True, truncation=True,
@@ -327,8 +331,8 @@ class Interrogator:
                                return_tensors="pt")
             with torch.inference_mode():
                 # text_model + projection rather than get_text_features, whose return type changed in v5
-                output = model.text_model(input_ids=tokens["input_ids"].to(self.device),
-                                          attention_mask=tokens["attention_mask"].to(self.device))
+                output = model.text_model(input_ids=tokens["input_ids"].to(device),
+                                          attention_mask=tokens["attention_mask"].to(device))
                 chunks.append(model.text_projection(output.pooler_output).float().cpu())
         embeddings = torch.cat(chunks)
         return embeddings / embeddings.norm(dim=-1, keepdim=True)
@@ -341,6 +345,12 @@ def strip_prompt(caption: str, prompt: str) -> str:
     if prompt and caption.lower().startswith(prompt.lower()):
         caption = caption[len(prompt):].strip()
     return caption
+
+
+def _placement(model: Any) -> tuple[torch.device, torch.dtype]:
+    """Where the model's weights are now (inputs go there): the policy may have moved it."""
+    param = next(model.parameters())
+    return param.device, param.dtype
 
 
 def _rgb(image: Image.Image) -> Image.Image:

@@ -1,4 +1,8 @@
-"""The one owner of loaded models: discovers checkpoints and VAEs, loads offline, swaps, frees."""
+"""The one owner of loaded models: discovers checkpoints and VAEs, loads offline, swaps, frees.
+
+It owns every set of weights: the checkpoint, its VAE (or a VAE file), the interrogation models (BLIP/CLIP)
+and the upscaler models; the device policy places each. A checkpoint switch frees all of them.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ from pipelines.models.checkpoint_files import HashCache, discover_checkpoints, d
 from pipelines.models.checkpoint_loader import CheckpointError, load_checkpoint, load_vae
 from pipelines.models.components import DEMO_MODEL_NAME, CheckpointInfo, SDComponents
 from pipelines.models.demo_model import build_demo_components
+from pipelines.models.interrogate import Interrogator
 from pipelines.models.sd_pipelines import build_img2img_pipeline, build_inpaint_pipeline
+from pipelines.models.upscalers import UpscalerModels
 
 PIPELINE_BUILDERS = {"img2img": build_img2img_pipeline, "inpaint": build_inpaint_pipeline}
 
@@ -31,14 +37,21 @@ DEMO_NOTICE = (
 
 
 class ModelNotFound(LookupError):
-    """A checkpoint or VAE name that is not in the lists; the message lists the known names."""
+    """A checkpoint or VAE name that is not in the lists (the message lists the known names), or a file
+    that was listed but is gone from disk."""
+
+
+class NoModelLoaded(RuntimeError):
+    """No checkpoint is in memory: start-up has not loaded one, or a switch and its recovery both failed."""
 
 
 @dataclass
 class LoadedModel:
     info: CheckpointInfo
     components: SDComponents
-    own_vae: Any  # the VAE baked into the checkpoint, kept for switching back
+    # The VAE baked into the checkpoint, kept for switching back. While a VAE file replaces it, it waits on
+    # the CPU: moving ~160 MB back is far cheaper than re-reading and converting the whole checkpoint file.
+    own_vae: Any
     vae_name: str | None = None  # None = the checkpoint's own VAE
     vae_hash: str | None = None
     _pipelines: dict[str, Any] = field(default_factory=dict)
@@ -51,7 +64,13 @@ class ModelManager:
         self.hashes = HashCache(settings.cache_dir / "hashes.json")
         self._lock = threading.RLock()
         self._current: LoadedModel | None = None
+        self._failure: str | None = None  # why no model is loaded, after a failed switch and recovery
         self._vae_choice = VAE_AUTOMATIC
+        # The other weights this manager owns, placed by the same policy, freed on a checkpoint switch.
+        self.upscalers = UpscalerModels(policy)
+        self.interrogator = Interrogator(
+            settings.models_dir / "BLIP", settings.models_dir / "CLIP", policy=policy,
+            keep_models_in_memory=settings.interrogate_keep_models_in_memory)
         self.checkpoints: list[CheckpointInfo] = []
         self.vae_files: list[Path] = []
         self.refresh()
@@ -85,10 +104,10 @@ class ModelManager:
     # 2. Loading and switching -----------------------------------------------------------------------
     @property
     def current(self) -> LoadedModel:
-        with self._lock:
+        """The loaded model. Loading is explicit (app start-up calls load(None)), never done in a getter."""
+        with self._lock:  # waits for a switch in progress
             if self._current is None:
-                self.load(None)
-            assert self._current is not None
+                raise NoModelLoaded(self._failure or "no checkpoint is loaded yet (start-up loads one)")
             return self._current
 
     @property
@@ -96,24 +115,61 @@ class ModelManager:
         return self.current.info.is_demo
 
     def load(self, name: str | None) -> CheckpointInfo:
-        """Load a checkpoint by name (None: --ckpt, else the first one found, else the demo model)."""
+        """Load a checkpoint by name (None: --ckpt, else the first one found, else the demo model).
+
+        The old weights are freed before the new ones are read (peak memory: one model). If the new ones
+        fail, the previous checkpoint is loaded again and a CheckpointError names the file and the problem.
+        """
         with self._lock:
             info = self._startup_choice() if name is None else self.find_checkpoint(name)
             if self._current is not None and self._current.info == info:
                 return info
-            self.unload()  # free the old weights before reading the new ones: peak memory = one model
-            components = (build_demo_components() if info.is_demo
-                          else load_checkpoint(info.path, self.policy.dtype, vae_dtype=self.policy.vae_dtype))
-            self._current = LoadedModel(info, components, own_vae=components.vae)
-            self._apply_vae_choice()
+            vae_path = self._vae_path_for(info)  # a missing VAE file fails here, before anything is freed
+            previous = self._current.info if self._current is not None else None
+            self.unload()
+            try:
+                self._load_weights(info, vae_path)
+            except Exception as exc:  # noqa: BLE001 - whatever broke (bad file, out of memory): recover, say why
+                raise self._recover(info, previous, exc) from exc
+            self._failure = None
             log.info("Loaded %s (%s)", info.title, self.policy.describe())
             return info
 
     def unload(self) -> None:
+        """Free every set of weights this manager owns: the checkpoint with its VAEs, the upscaler models and
+        the interrogation models (they are loaded again on their next use); then the device's cache."""
         with self._lock:
             self._current = None
+            self.upscalers.clear()
+            self.interrogator.unload()
             gc.collect()
             self.policy.empty_cache()
+
+    def _load_weights(self, info: CheckpointInfo, vae_path: Path | None) -> None:
+        components = (build_demo_components() if info.is_demo
+                      else load_checkpoint(info.path, self.policy.dtype, vae_dtype=self.policy.vae_dtype))
+        self._current = LoadedModel(info, components, own_vae=components.vae)
+        self._apply_vae(vae_path)
+
+    def _recover(self, failed: CheckpointInfo, previous: CheckpointInfo | None,
+                 error: Exception) -> Exception:
+        """After a failed load: free what half-loaded, load `previous` again; the error to raise says both."""
+        problem = str(error) if isinstance(error, CheckpointError) else \
+            f"{failed.path or failed.title}: {type(error).__name__}: {error}"
+        self.unload()
+        if previous is None:
+            message = f"Loading {failed.title} failed: {problem}"
+        else:
+            try:
+                self._load_weights(previous, self._vae_path_for(previous))
+                message = f"Loading {failed.title} failed, so {previous.title} is loaded again: {problem}"
+            except Exception as again:  # noqa: BLE001 - reported with the first error
+                self.unload()
+                message = (f"Loading {failed.title} failed: {problem}; loading {previous.title} again failed "
+                           f"too: {again}. Choose a checkpoint to load.")
+        log.error("%s", message)
+        self._failure = None if self._current is not None else message
+        return CheckpointError(message)
 
     def _startup_choice(self) -> CheckpointInfo:
         if self.settings.ckpt is not None:
@@ -136,35 +192,46 @@ class ModelManager:
         with self._lock:
             if choice not in self.vae_choices():
                 raise ModelNotFound(f"VAE {choice!r} not found; known: {', '.join(self.vae_choices())}")
-            self._vae_choice = choice
+            previous, self._vae_choice = self._vae_choice, choice
             if self._current is not None:
-                self._apply_vae_choice()
+                try:
+                    self._apply_vae(self._vae_path_for(self._current.info))
+                except Exception:
+                    self._vae_choice = previous  # the VAE in use did not change (load_vae runs first)
+                    raise
 
-    def _apply_vae_choice(self) -> None:
+    def _apply_vae(self, path: Path | None) -> None:
         model = self._current
         assert model is not None
-        path = self._vae_path_for(model.info)
         if path is None:
             vae, model.vae_name, model.vae_hash = model.own_vae, None, None
         else:
             vae = load_vae(path, self.policy.vae_dtype)
             model.vae_name, model.vae_hash = path.name, self._hash_of(path)
+            self.policy.park(model.own_vae)  # off the GPU while the file's VAE is used (see LoadedModel)
         model.components = copy.copy(model.components)
         model.components.vae = vae
         self.policy.place_components(model.components)
         model._pipelines.clear()
 
     def _vae_path_for(self, info: CheckpointInfo) -> Path | None:
-        """None -> the checkpoint's own VAE. Automatic: --vae-path, else a VAE file named after the model."""
+        """None -> the checkpoint's own VAE. Automatic: --vae-path, else a VAE file named after the model.
+        A chosen file that is gone raises ModelNotFound naming it (the lists are only as fresh as refresh)."""
         if self._vae_choice == VAE_NONE:
             return None
         if self._vae_choice != VAE_AUTOMATIC:
-            return next(p for p in self.vae_files if p.name == self._vae_choice)
+            path = next((p for p in self.vae_files if p.name == self._vae_choice), None)
+            if path is None or not path.exists():
+                raise ModelNotFound(f"VAE file {path or self._vae_choice} no longer exists; press refresh "
+                                    f"and choose another VAE")
+            return path
         if self.settings.vae_path is not None:
+            if not self.settings.vae_path.exists():
+                raise ModelNotFound(f"--vae-path {self.settings.vae_path}: the file does not exist")
             return self.settings.vae_path
         if info.path is not None:
-            for candidate in self.vae_files:
-                if candidate.name.split(".")[0] == info.path.name.split(".")[0]:
+            for candidate in self.vae_files:  # Automatic: a file deleted since the last refresh is skipped
+                if candidate.name.split(".")[0] == info.path.name.split(".")[0] and candidate.exists():
                     return candidate
         return None
 
@@ -186,4 +253,5 @@ class ModelManager:
         return f"Model: {model.info.title}" + (f", VAE: {model.vae_name}" if model.vae_name else "")
 
 
-__all__ = ["ModelManager", "ModelNotFound", "CheckpointError", "LoadedModel", "DEMO_NOTICE", "VAE_AUTOMATIC", "VAE_NONE"]
+__all__ = ["ModelManager", "ModelNotFound", "NoModelLoaded", "CheckpointError", "LoadedModel", "DEMO_NOTICE",
+           "VAE_AUTOMATIC", "VAE_NONE"]

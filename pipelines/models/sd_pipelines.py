@@ -13,6 +13,8 @@ from typing import Iterator
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
 
+from pipelines.models.vae_codec import encode_pixels
+
 
 class SeededImg2ImgPipeline(StableDiffusionImg2ImgPipeline):
     """Takes `image` as already-encoded, scaled init latents and noise from `with pipe.noise(...)`."""
@@ -73,6 +75,25 @@ class SeededInpaintPipeline(StableDiffusionInpaintPipeline):
         if return_image_latents:
             outputs += (start,)
         return outputs
+
+
+    def prepare_mask_latents(self, mask, masked_image, batch_size, height, width, dtype, device, generator,
+                             do_classifier_free_guidance):
+        """The UNet's extra input (mask + masked-image latents), with the masked image encoded in the VAE's own
+        dtype (diffusers casts it to the UNet's, which breaks an fp32 VAE beside an fp16 UNet) and as the
+        latent distribution's mode (diffusers samples it with generator[0] only, which would make image 0 of
+        a batch differ from a single run at its seed)."""
+        size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
+        mask = torch.nn.functional.interpolate(mask, size=size).to(device=device, dtype=dtype)
+        masked_latents = encode_pixels(self.vae, masked_image, device).to(dtype=dtype)
+        mask = mask.expand(batch_size, *mask.shape[1:]) if mask.shape[0] == 1 else mask
+        if masked_latents.shape[0] == 1:
+            masked_latents = masked_latents.expand(batch_size, *masked_latents.shape[1:])
+        if mask.shape[0] != batch_size or masked_latents.shape[0] != batch_size:
+            raise ValueError(f"{mask.shape[0]} masks / {masked_latents.shape[0]} images for batch {batch_size}")
+        if do_classifier_free_guidance:
+            mask, masked_latents = torch.cat([mask] * 2), torch.cat([masked_latents] * 2)
+        return mask, masked_latents
 
 
 def build_inpaint_pipeline(components) -> SeededInpaintPipeline:

@@ -13,6 +13,7 @@ modules read, then remove the stand-in from sys.modules so nothing else ever see
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import importlib
 import pickle
@@ -21,15 +22,19 @@ import sys
 import threading
 import types
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from pipelines.fields import RequestError
 from pipelines.images.tiles import tile_starts
+
+if TYPE_CHECKING:  # torch (under the policy) is imported only when a model is used
+    from pipelines.device_policy import DevicePolicy
 
 LANCZOS = Image.Resampling.LANCZOS
 NEAREST = Image.Resampling.NEAREST
@@ -201,39 +206,57 @@ def _import_spandrel() -> types.ModuleType:
             sys.modules.update(saved)
 
 
-# 3. Loaded models (one owner, a small cache) ---------------------------------------------------------------
+# 3. Loaded models (owned by the ModelManager, placed by the device policy) ---------------------------------
 class UpscalerModels:
-    """Owns loaded upscaler models: keyed by file (and its mtime/size, so a replaced file reloads), device
-    and dtype; keeps the `max_loaded` most recently used."""
+    """Loaded upscaler models: keyed by file (and its mtime/size, so a replaced file reloads); keeps the
+    `max_loaded` most recently used. Each model is read onto the CPU, cast to the policy's dtype, and moved
+    by the policy around each run (kept on the device in normal mode, back to the CPU under --medvram /
+    --lowvram). One instance per ModelManager, never module-level, so a checkpoint switch can free it."""
 
-    def __init__(self, max_loaded: int = 1):
+    def __init__(self, policy: DevicePolicy | None = None, max_loaded: int = 1):
+        import torch
+
+        from pipelines.device_policy import DevicePolicy
+
+        # no policy (tests, tools): the CPU in fp32
+        self.policy = policy or DevicePolicy(torch.device("cpu"), torch.float32, torch.float32)
         self.max_loaded = max_loaded
         self._loaded: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0  # how many times weights were read from disk (tests check the cache with it)
 
-    def get(self, path: Path, device: Any = "cpu", dtype: Any = None) -> Any:
-        import torch
-
-        device = torch.device(device)
-        dtype = dtype or torch.float32
+    def get(self, path: Path) -> Any:
         stat = Path(path).stat()
-        key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, str(device), str(dtype))
+        key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
         with self._lock:
             if key in self._loaded:
                 self._loaded.move_to_end(key)
                 return self._loaded[key]
-            model = self._load(Path(path), device, dtype)
-            self._loaded[key] = model
-            while len(self._loaded) > self.max_loaded:
-                self._loaded.popitem(last=False)
+            while self._loaded and len(self._loaded) >= self.max_loaded:
+                self._loaded.popitem(last=False)  # evict before reading: peak memory stays max_loaded models
+            model = self._loaded[key] = self._load(Path(path))
             return model
 
+    def loaded(self) -> list[Any]:
+        with self._lock:
+            return list(self._loaded.values())
+
     def clear(self) -> None:
+        """Drop every loaded model (a checkpoint switch calls this); the caller empties the device cache."""
         with self._lock:
             self._loaded.clear()
 
-    def _load(self, path: Path, device: Any, dtype: Any) -> Any:
+    @contextlib.contextmanager
+    def in_use(self, path: Path) -> Iterator[Any]:
+        """The model for `path` on the device for the duration of the block, then where the policy says."""
+        model = self.get(path)
+        self.policy.place_for_use(model)
+        try:
+            yield model
+        finally:
+            self.policy.release_after_use(model)
+
+    def _load(self, path: Path) -> Any:
         import torch
 
         spandrel = _import_spandrel()
@@ -247,13 +270,11 @@ class UpscalerModels:
                 or descriptor.output_channels != 3:
             raise RequestError("upscaler", f"{path.name}: a {descriptor.architecture.name} model is not an "
                                            f"RGB image upscaler")
+        dtype = self.policy.dtype
         if dtype == torch.float16 and not descriptor.supports_half \
                 or dtype == torch.bfloat16 and not descriptor.supports_bfloat16:
             dtype = torch.float32
-        return descriptor.to(device=device, dtype=dtype).eval()
-
-
-_DEFAULT_MODELS = UpscalerModels()  # used when a caller does not pass its own owner
+        return descriptor.to(dtype=dtype).eval()  # on the CPU until a run places it
 
 
 # 4. Upscaling -----------------------------------------------------------------------------------------------
@@ -263,15 +284,15 @@ def target_size(width: int, height: int, scale: float) -> tuple[int, int]:
 
 
 def upscale(image: Image.Image, upscaler: str | int | UpscalerInfo, scale: float,
-            models_dir: Path | str | None, *, device: Any = "cpu", dtype: Any = None,
-            models: UpscalerModels | None = None,
+            models_dir: Path | str | None, *, models: UpscalerModels | None = None,
             tile: int = 256, tile_overlap: int = 16) -> Image.Image:
     """Upscale image by scale with the named upscaler (A1111 `Upscaler.upscale`).
 
     "None" returns the image unchanged (no resampling: the caller decides what size it needs). Lanczos and
     Nearest resize to scale x. A model runs up to three passes until the image covers scale x, and the
     result is then resized to exactly scale x with Lanczos. Models run in tiles of `tile` input pixels
-    (0: whole image at once) so large images keep memory bounded.
+    (0: whole image at once) so large images keep memory bounded. A model upscaler needs `models`, the
+    owner of loaded upscaler models (ModelManager.upscalers): there is no module-level cache to fall back on.
     """
     info = upscaler if isinstance(upscaler, UpscalerInfo) else resolve_upscaler(upscaler, models_dir)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (0 < scale <= 16):
@@ -282,14 +303,17 @@ def upscale(image: Image.Image, upscaler: str | int | UpscalerInfo, scale: float
         return image.copy()
     if not info.is_model:
         return image.resize(dest, resample=LANCZOS if info.name == "Lanczos" else NEAREST)
-    model = (models or _DEFAULT_MODELS).get(info.path, device, dtype)
-    for _ in range(MAX_MODEL_PASSES):
-        if image.width >= dest[0] and image.height >= dest[1] and scale != 1:
-            break
-        before = image.size
-        image = run_model(model, image, tile=tile, overlap=tile_overlap)
-        if image.size == before:  # a 1x model: one pass is all it does
-            break
+    if models is None:
+        raise ValueError(f"upscaling with {info.name!r} needs the UpscalerModels that own the loaded models "
+                         f"(ModelManager.upscalers)")
+    with models.in_use(info.path) as model:
+        for _ in range(MAX_MODEL_PASSES):
+            if image.width >= dest[0] and image.height >= dest[1] and scale != 1:
+                break
+            before = image.size
+            image = run_model(model, image, tile=tile, overlap=tile_overlap)
+            if image.size == before:  # a 1x model: one pass is all it does
+                break
     return image if image.size == dest else image.resize(dest, resample=LANCZOS)
 
 
