@@ -11,12 +11,14 @@ Three steps, each a plain function so the route stays thin:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from api.alwayson import parse_alwayson
 from api.codec import decode_image, encode_png
 from api.errors import ApiError, field_error
 from api.models import Img2ImgBody
@@ -28,6 +30,9 @@ from pipelines.generation.requests import Img2ImgRequest
 from pipelines.generation.samplers import SAMPLER_NAMES, resolve_sampler
 from pipelines.io.infotext import parse_infotext
 from pipelines.models.model_manager import ModelManager, ModelNotFound
+from pipelines.options import apply_options
+
+REQUEST_FIELDS = {f.name for f in dataclasses.fields(Img2ImgRequest)}
 
 # Img2ImgRequest field -> the API field a client sent, so errors name what the client wrote.
 API_FIELD_FOR = {
@@ -38,7 +43,7 @@ API_FIELD_FOR = {
     "inpaint_area": "inpaint_full_res",
     "only_masked_padding": "inpaint_full_res_padding",
 }
-DEFAULT_SAMPLER = "Euler a"
+DEFAULT_SAMPLER = "Euler"  # A1111's API default (its sampler_index field)
 # Keys every infotext has; the rest of an infotext is A1111's "extra_generation_params".
 STANDARD_INFOTEXT_KEYS = {
     "Prompt",
@@ -55,9 +60,12 @@ STANDARD_INFOTEXT_KEYS = {
     "VAE",
     "Variation seed",
     "Variation seed strength",
-    "Denoising strength",
+    "Conditional mask weight",
+    "Clip skip",
+    "ENSD",
+    "RNG",
     "Version",
-}
+}  # "Denoising strength" is not one: A1111's img2img puts it in extra_generation_params
 
 
 @dataclass
@@ -99,14 +107,22 @@ def api_field_error(exc: RequestError, body: Img2ImgBody) -> ApiError:
 
 
 # 1. Prepare -------------------------------------------------------------------------------------------
-def prepare(body: Img2ImgBody, models: ModelManager, catalog: ScriptCatalog) -> PreparedJob:
+def prepare(body: Img2ImgBody, models: ModelManager, catalog: ScriptCatalog,
+            options: dict[str, Any] | None = None, data_dir: Any = None) -> PreparedJob:
+    """`options`: the values POST /options stored (they apply to every run, override_settings on top);
+    `data_dir`: the folder output-folder options must stay in."""
     if not body.init_images:
         raise ApiError(404, "Init image not found", "init_images")  # A1111's text and status
     _reject_unavailable_features(body)
+    alwayson = parse_alwayson(body.alwayson_scripts)
     script = catalog.resolve(body.script_name) if body.script_name else None
     images = [decode_image(text, f"init_images[{i}]") for i, text in enumerate(body.init_images)]
     mask = decode_image(body.mask, "mask") if body.mask else None
     request = build_request(body, images, mask)
+    changes, notices = _option_changes(body, options or {}, data_dir)
+    changes.update(alwayson.changes)
+    notices += alwayson.notices + ignored_field_notices(body)
+    request = request.replace(**changes, notices=tuple(notices))
     try:
         request.validate()
     except RequestError as exc:
@@ -125,9 +141,59 @@ def _reject_unavailable_features(body: Img2ImgBody) -> None:
         raise field_error("restore_faces", "face restoration is not available in this server; send false")
     if body.tiling:
         raise field_error("tiling", "tiling is not available in this server; send false")
-    if body.alwayson_scripts:
-        names = ", ".join(map(repr, body.alwayson_scripts))
-        raise field_error("alwayson_scripts", f"always-on script(s) {names} not found: none are installed")
+
+
+def _option_changes(body: Img2ImgBody, stored: dict[str, Any], data_dir: Any) -> tuple[dict[str, Any], list[str]]:
+    """Request changes from the stored options, then override_settings on top (A1111's order), then the body
+    fields A1111 lets override an option (initial_noise_multiplier, eta); with a notice for what is not applied."""
+    changes: dict[str, Any] = {}
+    notices: list[str] = []
+    for source, values in (("options", stored), ("override_settings", body.override_settings or {})):
+        try:
+            applied = apply_options(values, REQUEST_FIELDS, data_dir=data_dir, source=source,
+                                    unknown_notice=source == "override_settings")
+        except RequestError as exc:
+            raise field_error(f"{source}.{exc.field}" if source == "override_settings" else exc.field,
+                              exc.message) from None
+        changes.update(applied.changes)
+        notices += applied.notices
+    for name in ("initial_noise_multiplier", "eta"):
+        value = getattr(body, name)
+        if value is None:
+            continue
+        if name in REQUEST_FIELDS:
+            changes[name] = value
+        else:
+            notices.append(f"{name} = {value!r} is not applied by this engine; ignored")
+    return changes, notices
+
+
+# Body fields A1111 has that this engine does not apply, with the value that means "not used".
+_IGNORED_FIELDS = {
+    "latent_mask": None,
+    "image_cfg_scale": None,
+    "s_min_uncond": None,
+    "s_churn": None,
+    "s_tmax": None,
+    "s_tmin": None,
+    "s_noise": None,
+    "refiner_checkpoint": None,
+    "refiner_switch_at": None,
+    "force_task_id": None,
+    "infotext": None,
+}
+
+
+def ignored_field_notices(body: Img2ImgBody) -> list[str]:
+    """A notice for every A1111 field the client set that this engine does not use (never silent success)."""
+    notices = [f"{name} is not applied by this engine; ignored" for name, unused in _IGNORED_FIELDS.items()
+               if getattr(body, name) not in (unused, "")]
+    if body.styles:
+        notices.append(f"styles {body.styles!r}: this server has no saved styles; ignored")
+    for name in ("seed_resize_from_w", "seed_resize_from_h"):
+        if (getattr(body, name) or -1) > 0:
+            notices.append(f"{name} is not applied by this engine (seed resize); ignored")
+    return notices
 
 
 def sampler_from(body: Img2ImgBody) -> str:
@@ -351,10 +417,11 @@ def info_json(job: PreparedJob, result: Any, facts: ModelFacts, version: str) ->
         "infotexts": list(result.infotexts),
         "styles": list(body.styles or []),
         "job_timestamp": facts.job_timestamp,
-        "clip_skip": 1,
+        "clip_skip": req.clip_skip,
         "is_using_inpainting_conditioning": facts.inpainting_conditioning,
         "version": version,
         "interrupted": bool(getattr(result, "interrupted", False)),
-        "notices": list(getattr(result, "notices", []) or []),
+        # The front end's notices (ignored fields / options) and the run's; a script's runs may repeat them.
+        "notices": list(dict.fromkeys([*req.notices, *(getattr(result, "notices", []) or [])])),
     }
     return json.dumps(info, default=str)

@@ -21,6 +21,14 @@ SCHEDULER_META = {
     "Uniform": ("uniform", None, True),
     "Karras": ("karras", 7.0, False),
     "Exponential": ("exponential", None, False),
+    "Polyexponential": ("polyexponential", 1.0, False),
+    "SGM Uniform": ("sgm_uniform", None, True),
+    "KL Optimal": ("kl_optimal", None, False),
+    "Align Your Steps": ("align_your_steps", None, False),
+    "Simple": ("simple", None, True),
+    "Normal": ("normal", None, True),
+    "DDIM": ("ddim", None, True),
+    "Beta": ("beta", None, True),
 }
 SECRET_FLAGS = {"api_auth", "gradio_auth"}  # A1111 returns these in cmd-flags; we do not hand out passwords
 

@@ -49,7 +49,7 @@ class Img2ImgBody(_Lenient):
     seed_resize_from_h: int | None = Field(default=-1, description="accepted, ignored")
     seed_resize_from_w: int | None = Field(default=-1, description="accepted, ignored")
     sampler_name: str | None = Field(
-        default=None, description='default "Euler a"; legacy names such as "DPM++ 2M Karras" are accepted'
+        default=None, description='default "Euler" (as A1111\'s API); legacy names like "DPM++ 2M Karras" work'
     )
     sampler_index: str | int | None = Field(
         default=None, description="legacy: used when sampler_name is absent"

@@ -20,6 +20,7 @@ from fastapi import Body, Depends, FastAPI
 
 from api import img2img as img2img_job
 from api import listings
+from api.alwayson import ALWAYSON_TITLES
 from api.auth import basic_auth_dependency, parse_credentials
 from api.codec import decode_image, encode_png, other_text_items
 from api.errors import ApiError, field_error, json_errors
@@ -45,11 +46,21 @@ from pipelines.generation.queue import INTERROGATE, SWITCH, JobQueue
 from pipelines.io.infotext import parse_infotext
 from pipelines.io.outputs import read_infotext
 from pipelines.launch_flags import Settings
+from pipelines.options import check_options, option_defaults, samples_dir
 
 log = logging.getLogger("api")
 PREFIX = "/sdapi/v1"
 
 INTERROGATE_MODELS = ("clip", "deepdanbooru")
+
+
+def _default_outdir(settings: Settings) -> str:
+    """Where img2img outputs go by default, as A1111 shows it: relative to the data dir when inside it."""
+    folder = Path(settings.outputs_dir) / "img2img-images"
+    try:
+        return folder.resolve().relative_to(Path(settings.data_dir).resolve()).as_posix()
+    except ValueError:
+        return str(folder)
 
 
 class SdApi:
@@ -71,12 +82,9 @@ class SdApi:
         self.interrogator = interrogator
         self.upscaler_provider = upscalers
         self.tracker = JobTracker()
+        # Every option at A1111's default (pipelines/options.py); the output folder as this server's is.
         self.options = OptionsStore(
-            {
-                "samples_format": "png",
-                "CLIP_stop_at_last_layers": 1,
-                "outdir_img2img_samples": str(Path(settings.outputs_dir) / "img2img-images"),
-            }
+            {**option_defaults(), "outdir_img2img_samples": _default_outdir(settings)}
         )
         self.queue: JobQueue = engine.queue  # the one queue every front end submits to
         # Jobs wait for their turn in worker threads: their own pool, so waiting jobs never starve the
@@ -89,7 +97,13 @@ class SdApi:
 
     # img2img ----------------------------------------------------------------------------------------
     async def img2img(self, body: Img2ImgBody) -> Any:
-        job = await anyio.to_thread.run_sync(img2img_job.prepare, body, self.models, self.catalog)
+        stored = {k: v for k, v in self.options.as_dict().items() if k != "outdir_img2img_samples"}
+        outdir = self.options.as_dict().get("outdir_img2img_samples")
+        if outdir != _default_outdir(self.settings):  # the default folder is the engine's own
+            stored["outdir_img2img_samples"] = outdir
+        job = await anyio.to_thread.run_sync(
+            img2img_job.prepare, body, self.models, self.catalog, stored, self.settings.data_dir
+        )
         result, facts = await anyio.to_thread.run_sync(
             img2img_job.run_job,
             job,
@@ -203,6 +217,14 @@ class SdApi:
         return values
 
     async def set_options(self, values: Annotated[dict[str, Any], Body()]) -> Any:
+        """A1111's POST /options: known options are checked (type, range, choices; output folders inside the
+        data dir) before anything is applied; unknown keys are kept as sent."""
+        try:
+            values = check_options(values)
+            if values.get("outdir_img2img_samples") not in (None, "", _default_outdir(self.settings)):
+                samples_dir(self.settings.data_dir, values["outdir_img2img_samples"])
+        except RequestError as exc:
+            raise field_error(exc.field, exc.message) from None
         title = vae = None
         if values.get("sd_model_checkpoint") not in (None, ""):
             name = values["sd_model_checkpoint"]
@@ -246,7 +268,9 @@ class SdApi:
         return listings.sd_vae(self.models)
 
     def scripts(self) -> Any:
-        return {"txt2img": [], "img2img": [n.lower() for n in (self.catalog.names() or [])]}
+        """A1111 lists every img2img script by its lower-case name, the always-on ones too."""
+        names = [n.lower() for n in (self.catalog.names() or [])]
+        return {"txt2img": [], "img2img": names + [t.lower() for t in ALWAYSON_TITLES]}
 
     def refresh_checkpoints(self) -> Any:
         self.models.refresh()

@@ -61,3 +61,8 @@ class InpaintArea(enum.IntEnum):
 
 MIN_SIDE, MAX_SIDE = 64, 2048
 MAX_BATCH_SIZE = 8
+
+# A1111's option randn_source: where seeded noise is drawn (pipelines.generation.noise). "GPU" is its default.
+RANDN_SOURCES = ("GPU", "CPU", "NV")
+# A1111's option initial_noise_multiplier (img2img's "Noise multiplier"): its slider's range (A1111 1.6+).
+NOISE_MULTIPLIER_MIN, NOISE_MULTIPLIER_MAX = 0.0, 1.5

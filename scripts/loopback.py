@@ -4,11 +4,13 @@ For each of n_iter batches: start from the original init image and the initial d
 `loops` single-image img2img passes, each with seed + 1 (seeds keep counting across batches), the strength
 moving along the chosen curve towards the final strength, masked content switched to "original" after the
 first pass (the mask then covers already generated pixels), and optionally ", <interrogated caption>"
-appended to the prompt. Outputs: every loop's image when n_iter is 1, else the last image of each batch
-(A1111's choice), then a one-row grid of those when there is more than one.
+appended to the prompt. Outputs: a one-row grid of the returned images when there is more than one, first (as A1111
+returns it), then every loop's image when n_iter is 1, else the last image of each batch (A1111's choice).
 
-Colour correction (on by default here) matches every output to the ORIGINAL init image's colours, not to
-the previous loop's output, so colours cannot drift loop after loop (A1111 does the same).
+Colour correction (off by default, as A1111's img2img_color_correction; on with the script's checkbox or
+the request's color_correction) matches every output to the ORIGINAL init image's colours, not to the
+previous loop's output, so colours cannot drift loop after loop. The engine applies it before the inpaint
+composite, as A1111 does, so pixels outside a mask stay the original's.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from pipelines.generation.noise import resolve_seed
 from pipelines.generation.progress import JobControl, ProgressCallback
 from pipelines.generation.requests import Img2ImgRequest
 from pipelines.images import image_ops
-from pipelines.images.color_correction import apply_color_correction, color_reference
 from pipelines.images.tiles import make_image_grid
 from scripts.common import (
     JobProgress,
@@ -60,7 +61,7 @@ class LoopbackParams:
     final_denoising_strength: float = 0.5
     denoising_curve: DenoisingCurve = DenoisingCurve.LINEAR
     append_interrogation: AppendInterrogation = AppendInterrogation.NONE
-    color_correction: bool = True  # against the original init image (also on when the request asks for it)
+    color_correction: bool = False  # against the original init image (also on when the request asks for it)
 
     def __post_init__(self) -> None:
         for name in ("loops", "final_denoising_strength", "denoising_curve", "append_interrogation"):
@@ -68,12 +69,21 @@ class LoopbackParams:
                 raise RequestError("script_args", f"{TITLE}: {name.replace('_', ' ')} is missing")
         int_arg(TITLE, "loops", self.loops, 4, 1, 32)
         float_arg(TITLE, "final denoising strength", self.final_denoising_strength, 0.5, 0.0, 1.0)
-        for name, kind in (("denoising_curve", DenoisingCurve),
-                           ("append_interrogation", AppendInterrogation)):
+        if not isinstance(self.denoising_curve, DenoisingCurve):
+            curve, notice = parse_curve(self.denoising_curve)
+            object.__setattr__(self, "denoising_curve", curve)
+            # Not a field (each field is a UI control): what was taken leniently, for the run's notices.
+            object.__setattr__(self, "_notices", (notice,) if notice else ())
+        for name, kind in (("append_interrogation", AppendInterrogation),):
             value = getattr(self, name)
             if not isinstance(value, kind):  # a plain string from a UI: canonical spelling, or an error
                 canonical = choice_arg(TITLE, name.replace("_", " "), value, None, [m.value for m in kind])
                 object.__setattr__(self, name, kind(canonical))
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        """What was taken leniently (an unknown curve as Linear), said with the result."""
+        return self.__dict__.get("_notices", ())
 
     @classmethod
     def from_script_args(cls, args: list[Any] | None) -> "LoopbackParams":
@@ -83,8 +93,7 @@ class LoopbackParams:
         return cls(
             loops=int_arg(TITLE, "loops", loops, 4, 1, 32),
             final_denoising_strength=float_arg(TITLE, "final denoising strength", final, 0.5, 0.0, 1.0),
-            denoising_curve=DenoisingCurve(choice_arg(TITLE, "denoising curve", curve, "Linear",
-                                                      [c.value for c in DenoisingCurve])),
+            denoising_curve="Linear" if curve is None else curve,  # checked (leniently) by __post_init__
             append_interrogation=AppendInterrogation(choice_arg(
                 TITLE, "append interrogated prompt", interrogation, "None",
                 [a.value for a in AppendInterrogation])),
@@ -96,6 +105,17 @@ PARAMS = LoopbackParams  # what scripts.registry.run_with_params dispatches on
 
 def parse_script_args(args: list[Any] | None, context: ScriptContext | None = None) -> LoopbackParams:
     return LoopbackParams.from_script_args(args)
+
+
+def parse_curve(value: Any) -> tuple[DenoisingCurve, str | None]:
+    """A curve by name (any case). A1111 takes anything but "Aggressive" and "Lazy" as Linear: so do we, with
+    a notice saying so."""
+    if isinstance(value, str):
+        for curve in DenoisingCurve:
+            if curve.value.lower() == value.strip().lower():
+                return curve, None
+    choices = ", ".join(c.value for c in DenoisingCurve)
+    return DenoisingCurve.LINEAR, f"{TITLE}: denoising curve {value!r} is not one of {choices}; Linear was used"
 
 
 def loop_strengths(initial: float, final: float, loops: int, curve: DenoisingCurve) -> list[float]:
@@ -124,6 +144,7 @@ def run(engine: Any, request: Img2ImgRequest, params: LoopbackParams,
                        control or JobControl(), JobProgress(on_progress, params.loops * base.n_iter))
     seed, subseed = resolve_seed(base.seed), resolve_seed(base.subseed)
     job.result = new_result(base, seed, subseed, base.width, base.height)
+    job.result.notices.extend(params.notices)
 
     # 2. Batches of loops: every loop's image when there is one batch, else each batch's last image.
     returned: list[Output] = []
@@ -134,14 +155,14 @@ def run(engine: Any, request: Img2ImgRequest, params: LoopbackParams,
         if job.result.interrupted:
             break
 
-    # 3. The returned images, then a one-row grid of them.
-    for output in returned:
-        append_output(job.result, output)
+    # 3. A one-row grid of the returned images first (A1111's order), then the images.
     if len(returned) > 1:
         first = returned[0]
         grid = Output(make_image_grid([o.image for o in returned], rows=1), first.seed, first.subseed,
                       first.infotext)
         append_output(job.result, save_output(engine, base, grid, kind="img2img-grids"))
+    for output in returned:
+        append_output(job.result, output)
     return job.result
 
 
@@ -158,10 +179,7 @@ class _LoopbackJob:
                       "Final denoising strength": params.final_denoising_strength,
                       "Denoising curve": params.denoising_curve.value}
         # Every loop is matched to the ORIGINAL's colours (A1111 too), so colours cannot drift.
-        self.reference = None
-        if params.color_correction or base.color_correction:
-            self.reference = color_reference(image_ops.flatten_onto_white(base.init_image))
-            self.extra["Color correction"] = True
+        self.color_correction = params.color_correction or base.color_correction
         self.result = GenerationResult()
 
     def batch(self, batch: int, loop_seed: int, subseed: int) -> tuple[list[Output], int, bool]:
@@ -181,9 +199,9 @@ class _LoopbackJob:
             loop_request = base.replace(
                 init_image=init, batch_images=(), prompt=prompt, seed=loop_seed, subseed=subseed,
                 batch_size=1, n_iter=1, denoising_strength=self.strengths[i], masked_content=fill,
-                extra_generation_params=self.extra,
-                color_correction=False,  # done here, against the original (the engine would use `init`)
-                save_images=False)  # saved below, after colour correction
+                extra_generation_params=self.extra, color_correction=self.color_correction,
+                color_reference_image=base.init_image if self.color_correction else None,
+                save_images=False)  # saved below, in the script's own output folders
             out = self.engine.img2img(loop_request, self.progress.for_job(job, text), self.control)
             if out.interrupted:
                 self.result.interrupted = True
@@ -193,8 +211,6 @@ class _LoopbackJob:
                 self.result.skipped_batches += 1
                 return outputs, loop_seed, False
             image = out.images[0]
-            if self.reference is not None:
-                image = apply_color_correction(self.reference, image)
             outputs.append(save_output(self.engine, base,
                                        Output(image, out.seeds[0], out.subseeds[0], out.infotexts[0])))
             init, fill = image, MaskedContent.ORIGINAL  # the mask now covers generated pixels

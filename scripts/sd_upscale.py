@@ -1,16 +1,15 @@
 """SD upscale (A1111 scripts/sd_upscale.py): upscale, cut into overlapping tiles of the request's width x
 height, img2img every tile, blend the tiles back together.
 
-Steps: upscale the init image with the chosen upscaler to exactly scale x its size (a model upscaler's
-output, or the untouched image for "None", is brought to that size with Lanczos) -> split into tiles
+Steps: upscale the init image with the chosen upscaler to scale x its size floored to a multiple of 8 (as
+A1111's Upscaler.upscale; "None" leaves the source as it is, whatever the scale, as A1111) -> split into tiles
 (pipelines.images.tiles.split_tiles: evenly spaced, the last flush with the edge) -> tiles go through
 img2img in batches of batch_size, batch k seeded start_seed + k (image j of a batch: + j, as in A1111) ->
 merge_tiles (linear ramps across the overlaps) -> one image per n_iter, upscale n seeded from seed + n.
 A batch of tiles is one engine call with one init image per batch item (Img2ImgRequest.batch_images).
 
-Differences from A1111, deliberate: "None" still reaches scale x (by Lanczos; A1111 ignores the scale and
-tiles the source as it is: scale 1 gives that); the size is round(scale x), not floored to a multiple of 8;
-an interrupted run returns the merged image with unprocessed tiles left as plainly upscaled pixels.
+Difference from A1111, deliberate: an interrupted run returns the merged image with unprocessed tiles left
+as plainly upscaled pixels.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from pipelines.generation.requests import Img2ImgRequest
 from pipelines.images import image_ops
 from pipelines.images.color_correction import apply_color_correction, color_reference
 from pipelines.images.tiles import Tile, merge_tiles, split_tiles
-from pipelines.models.upscalers import list_upscalers, resolve_upscaler, target_size, upscale
+from pipelines.models.upscalers import list_upscalers, resolve_upscaler, upscale
 from scripts.common import (
     JobProgress,
     Output,
@@ -107,15 +106,13 @@ def run(engine: Any, request: Img2ImgRequest, params: SdUpscaleParams,
     info = resolve_upscaler(params.upscaler, context.models_dir)
     control = control or JobControl()
 
-    # 2. Upscale to exactly scale x the source.
+    # 2. Upscale to scale x the source, floored to a multiple of 8; "None" tiles the source as it is (A1111).
     source = image_ops.flatten_onto_white(base.init_image)
-    size = target_size(source.width, source.height, params.scale)
     # the upscaler models belong to the engine's ModelManager (which places and frees them) unless the
     # front end passed their owner explicitly
     owner = context.upscaler_models or getattr(getattr(engine, "models", None), "upscalers", None)
     upscaled = upscale(source, info, params.scale, context.models_dir, models=owner)
-    if upscaled.size != size:
-        upscaled = upscaled.resize(size, resample=LANCZOS)
+    size = upscaled.size
 
     # 3. Tiles through img2img in batches, then merged; once per n_iter.
     seed, subseed = resolve_seed(base.seed), resolve_seed(base.subseed)

@@ -17,3 +17,11 @@ def make_demo_engine(data_dir: Path, preview_every: int = 5, policy: DevicePolic
     models = ModelManager(settings, policy or DevicePolicy.from_settings(settings))
     models.load(None)
     return Engine(models, settings.outputs_dir, preview_every=preview_every)
+
+
+def make_nine_channel_engine(data_dir: Path, preview_every: int = 5, policy: DevicePolicy | None = None) -> Engine:
+    """The demo model with a 9-channel (sd-v1-5-inpainting layout) UNet, loaded from an LDM-layout file."""
+    from ldm_export import write_demo_variant  # noqa: PLC0415 - tests/ is on sys.path for every test
+
+    write_demo_variant([data_dir / "models" / "Stable-diffusion" / "tiny-inpainting.safetensors"], in_channels=9)
+    return make_demo_engine(data_dir, preview_every, policy)

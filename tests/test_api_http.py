@@ -286,7 +286,7 @@ def test_data_url_init_image_and_unknown_fields_are_accepted(client):
 def test_sampler_defaults_legacy_index_and_legacy_schedule_names(client):
     body = payload()
     del body["sampler_name"]
-    assert json.loads(client.post(f"{V1}/img2img", json=body).json()["info"])["sampler_name"] == "Euler a"
+    assert json.loads(client.post(f"{V1}/img2img", json=body).json()["info"])["sampler_name"] == "Euler"  # A1111's
     info = json.loads(img2img(client, sampler_name=None, sampler_index="Euler").json()["info"])
     assert info["sampler_name"] == "Euler"
     info = json.loads(img2img(client, sampler_name="DPM++ 2M Karras").json()["info"])
@@ -468,7 +468,9 @@ def test_cmd_flags_are_the_settings_without_secrets(setup):
 
 
 def test_scripts_list(client):
-    assert client.get(f"{V1}/scripts").json() == {"txt2img": [], "img2img": ["loopback", "sd upscale"]}
+    # A1111 lists every img2img script, the always-on ones (Soft Inpainting) too
+    assert client.get(f"{V1}/scripts").json() == {"txt2img": [], "img2img": ["loopback", "sd upscale",
+                                                                            "soft inpainting"]}
 
 
 # -- options and override_settings ---------------------------------------------------------------------
@@ -625,15 +627,15 @@ def test_real_scripts_registry_upscalers_and_interrogator(setup):
         upscalers=lambda: list_upscalers(settings.models_dir),
     )
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=120) as c:
-        scripts = ["loopback", "outpainting mk2", "poor man's outpainting", "sd upscale"]
+        scripts = ["loopback", "outpainting mk2", "poor man's outpainting", "sd upscale", "soft inpainting"]
         assert c.get(f"{V1}/scripts").json()["img2img"] == scripts
         r = c.post(
             f"{V1}/img2img", json=payload(script_name="LOOPBACK", script_args=[2, 0.3, "Linear", "None"])
         )
         assert r.status_code == 200, r.text
         info = json.loads(r.json()["info"])
-        assert len(r.json()["images"]) == 3  # both loops, then the grid
-        assert info["all_seeds"][:2] == [1234, 1235]
+        assert len(r.json()["images"]) == 3  # the grid first (as A1111 returns it), then both loops
+        assert info["all_seeds"] == [1234, 1234, 1235]
         assert info["extra_generation_params"]["Final denoising strength"] == 0.3
         r = c.post(f"{V1}/img2img", json=payload(script_name="sd upscale", script_args=["", 0, "Lanczos", 2]))
         assert r.status_code == 200, r.text

@@ -125,7 +125,8 @@ def test_progress_answers_at_once_while_a_job_runs_and_interrupt_stops_it(server
     try:
         progress = wait_until_sampling(client)
         assert progress["state"]["job"] == "img2img" and progress["state"]["job_count"] == 200
-        assert progress["state"]["sampling_steps"] == 4 and 0 < progress["progress"] < 1  # int(0.8 * 5) steps
+        # A1111 runs t_enc + 1 = int(0.8 * 5) + 1 steps
+        assert progress["state"]["sampling_steps"] == 5 and 0 < progress["progress"] < 1
         assert progress["eta_relative"] >= 0
         preview = Image.open(io.BytesIO(base64.b64decode(progress["current_image"])))
         assert preview.format == "PNG"
@@ -192,6 +193,18 @@ def test_inpaint_keeps_the_unmasked_pixels_and_records_the_mask_settings(client)
     info = json.loads(r.json()["info"])
     assert "Mask blur: 0" in info["infotexts"][0] and "Inpaint area" not in info["infotexts"][0]
     assert info["is_using_inpainting_conditioning"] is False  # a 4-channel model blends instead
+
+
+def test_rgba_mask_over_http_is_its_alpha_with_opaque_as_inpaint(client):
+    """A1111's create_binary_mask: a mask with transparency is its alpha, opaque (> 128) = inpaint; here the
+    opaque strokes are black, so reading the RGB instead would inpaint the other half."""
+    strokes = Image.new("RGBA", (64, 64), (255, 255, 255, 0))
+    strokes.paste((0, 0, 0, 255), (0, 0, 32, 64))
+    common = dict(mask_blur=0, inpainting_fill=1, inpaint_full_res=False, denoising_strength=1.0, steps=3, seed=11)
+    by_alpha = client.post(f"{V1}/img2img", json=payload(mask=b64(strokes), **common))
+    by_grey = client.post(f"{V1}/img2img", json=payload(mask=_mask_left_half(), **common))
+    assert by_alpha.status_code == 200 and by_grey.status_code == 200, by_alpha.text
+    assert by_alpha.json()["images"][0] == by_grey.json()["images"][0]
 
 
 def test_inpaint_api_defaults_are_fill_and_only_masked(client):

@@ -176,5 +176,5 @@ def test_skip_and_interrupt_reach_the_running_job_not_a_queued_api_job(env, pres
     if press == "skip":
         assert ui_result.seeds == [301] and ui_result.skipped_batches == 1
     else:
-        assert ui_result.interrupted and ui_result.seeds == []
+        assert ui_result.interrupted and ui_result.seeds == [300]  # the unfinished batch, as it stands
     assert info["all_seeds"] == [70, 71] and info["interrupted"] is False  # the queued job: untouched

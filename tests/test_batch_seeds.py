@@ -56,6 +56,6 @@ def test_step_noise_comes_from_the_seed(engine, sampler):
     b = engine.img2img(request(sampler, seed=2, subseed=77, subseed_strength=1.0)).images[0]
     difference = np.abs(pixels(a) - pixels(b)).max()
     if sampler in STOCHASTIC:
-        assert difference > 8
+        assert difference > 4  # deterministic samplers stay within 1 (LCM under A1111's schedule: 7)
     else:
         assert difference <= 1

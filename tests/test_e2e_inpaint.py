@@ -124,7 +124,7 @@ def test_a_mask_painted_with_the_mouse_is_redrawn_and_the_rest_kept_bit_identica
     open_inpaint_tab(page)
     upload_to_editor(page, "img2maskimg", source_png)
     small_fast_run(page)
-    # Nothing painted yet: the engine's error is shown and the server goes on.
+    # Nothing painted yet: as A1111, the picture comes back unchanged, with the notice saying why.
     page.locator("#img2img_generate").click()
     page.get_by_text("the mask is all black: there is nothing to inpaint").first.wait_for()
 

@@ -104,20 +104,26 @@ def test_validation_names_field_value_and_range(engine, field, value, needle):
 def test_progress_reports_steps_and_previews(engine):
     updates = []
     engine.img2img(request(steps=8, denoising_strength=0.5, n_iter=2), on_progress=updates.append)
-    assert [(u.job, u.step) for u in updates] == [(j, s) for j in (0, 1) for s in range(1, 5)]
-    assert all(u.steps == 4 for u in updates) and updates[-1].fraction == 1.0
+    # A1111: t_enc = int(0.5 * 8) = 4, and t_enc + 1 steps run
+    assert [(u.job, u.step) for u in updates] == [(j, s) for j in (0, 1) for s in range(1, 6)]
+    assert all(u.steps == 5 for u in updates) and updates[-1].fraction == 1.0
     previews = [u.preview for u in updates if u.preview is not None]
     assert len(previews) == 4 and previews[0].size == (8, 8)
 
 
-def test_interrupt_keeps_finished_batches(engine):
+def test_interrupt_keeps_finished_batches_and_returns_the_unfinished_one_as_it_stands(engine):
+    """A1111: the batch being sampled comes back decoded from its current latents, with its infotext."""
     control = JobControl()
 
     def on_progress(update):
         if update.job == 1 and update.step == 1:
             control.interrupt()
     result = engine.img2img(request(n_iter=3), on_progress=on_progress, control=control)
-    assert result.interrupted and result.seeds == [1234]
+    assert result.interrupted and result.seeds == [1234, 1235] and len(result.images) == 2
+    assert parse_infotext(result.infotexts[1])["Seed"] == "1235"
+    finished = engine.img2img(request(seed=1235)).images[0]
+    # The interrupted picture is still noisy: one step in, not the finished picture of its seed.
+    assert np.abs(np.asarray(result.images[1], "int16") - np.asarray(finished, "int16")).mean() > 1
 
 
 def test_skip_drops_the_current_batch_and_goes_on(engine):
@@ -151,10 +157,15 @@ def test_resize_modes_give_the_target_size(engine, mode):
         assert f"Resize mode: {mode.label}" in result.infotexts[0]
 
 
-def test_zero_denoising_returns_the_vae_round_trip(engine):
+def test_zero_denoising_runs_one_step_at_the_smallest_sigma(engine):
+    """A1111: t_enc = 0 still runs one step, from the model's smallest sigma (0.029): almost the VAE round trip;
+    with img2img_fix_steps strength 0 runs nothing (the round trip itself, seed-independent)."""
     a = engine.img2img(request(denoising_strength=0.0, seed=1))
     b = engine.img2img(request(denoising_strength=0.0, seed=2))
-    assert np.array_equal(pixels(a.images[0]), pixels(b.images[0]))  # no noise added: seed-independent
+    assert not np.array_equal(pixels(a.images[0]), pixels(b.images[0]))  # a step ran: the seed shows
+    a = engine.img2img(request(denoising_strength=0.0, seed=1, img2img_fix_steps=True))
+    b = engine.img2img(request(denoising_strength=0.0, seed=2, img2img_fix_steps=True))
+    assert np.array_equal(pixels(a.images[0]), pixels(b.images[0]))
 
 
 def test_long_prompt_past_75_tokens_changes_the_result(engine):

@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-from demo_engine import make_demo_engine
-from ldm_export import write_demo_variant
+from demo_engine import make_demo_engine, make_nine_channel_engine
 from pictures import blocky_picture, box_mask
 from PIL import Image, ImageDraw
 
@@ -19,10 +18,7 @@ def engine(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine9(tmp_path_factory):
-    """The demo model with a 9-channel (sd-v1-5-inpainting layout) UNet, loaded from an LDM-layout file."""
-    data = tmp_path_factory.mktemp("data9")
-    write_demo_variant([data / "models" / "Stable-diffusion" / "tiny-inpainting.safetensors"], in_channels=9)
-    return make_demo_engine(data)
+    return make_nine_channel_engine(tmp_path_factory.mktemp("data9"))
 
 
 def picture(w=96, h=64):
@@ -79,8 +75,8 @@ def test_inpaint_not_masked_redraws_the_rest(engine):
 
 
 def test_mask_from_alpha_uses_alpha_not_rgb(engine):
-    rgba = Image.new("RGBA", (96, 64), (0, 0, 0, 255))
-    ImageDraw.Draw(rgba).rectangle((32, 16, 63, 47), fill=(0, 0, 0, 0))  # transparent black = inpaint
+    rgba = Image.new("RGBA", (96, 64), (255, 255, 255, 0))
+    ImageDraw.Draw(rgba).rectangle((32, 16, 63, 47), fill=(0, 0, 0, 255))  # opaque black strokes = inpaint
     via_alpha = engine.img2img(request(mask=rgba)).images[0]
     via_grey = engine.img2img(request()).images[0]
     assert np.array_equal(arr(via_alpha), arr(via_grey))
@@ -126,10 +122,11 @@ def test_latent_noise_is_seeded(engine):
     (Image.new("L", (96, 64), 0), MaskMode.INPAINT_MASKED, "mask is all black"),
     (Image.new("L", (96, 64), 255), MaskMode.INPAINT_NOT_MASKED, "inverted mask is all white"),
 ])
-def test_nothing_to_inpaint_is_an_error(engine, mask, mode, needle):
-    with pytest.raises(RequestError) as exc:
-        engine.img2img(request(mask=mask, mask_mode=mode))
-    assert exc.value.field == "mask" and needle in str(exc.value)
+def test_nothing_to_inpaint_returns_the_picture_unchanged_with_a_notice(engine, mask, mode, needle):
+    # A1111 composites the original back over every pixel: the init picture comes back, with a notice.
+    out = engine.img2img(request(mask=mask, mask_mode=mode))
+    assert np.array_equal(arr(out.images[0]), arr(picture()))
+    assert any(needle in n and "unchanged" in n for n in out.notices)
 
 
 def test_all_white_mask_redraws_everything_and_one_pixel_mask_works(engine):
@@ -141,9 +138,10 @@ def test_all_white_mask_redraws_everything_and_one_pixel_mask_works(engine):
     assert out.size == (96, 64) and outside.max() == 0
 
 
-def test_mask_shrunk_to_nothing_is_an_error(engine):
-    with pytest.raises(RequestError, match="after shrinking"):
-        engine.img2img(request(mask=box_mask((96, 64), (40, 30, 41, 31)), mask_grow=-2))
+def test_mask_shrunk_to_nothing_returns_the_picture_unchanged(engine):
+    out = engine.img2img(request(mask=box_mask((96, 64), (40, 30, 41, 31)), mask_grow=-2))
+    assert np.array_equal(arr(out.images[0]), arr(picture()))
+    assert any("after shrinking" in n for n in out.notices)
 
 
 def test_mask_that_is_not_an_image_is_an_error(engine):
@@ -155,7 +153,7 @@ def test_mask_that_is_not_an_image_is_an_error(engine):
 def test_soft_inpainting_runs_keeps_outside_and_is_recorded(engine):
     req = request(mask_blur_x=8, mask_blur_y=8, soft_inpainting=True)
     out = engine.img2img(req)
-    assert parse_infotext(out.infotexts[0])["Soft inpainting"] == "True"
+    assert parse_infotext(out.infotexts[0])["Soft inpainting enabled"] == "True"  # A1111's key
     hard = engine.img2img(request(mask_blur_x=8, mask_blur_y=8)).images[0]
     assert not np.array_equal(arr(out.images[0]), arr(hard))
 

@@ -40,24 +40,17 @@ def arr(img):
 # mask sources ----------------------------------------------------------------------------------------------
 
 
-def test_rgba_mask_uses_alpha_not_rgb():
-    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
-    rgba[..., 3] = 255
-    rgba[0:2, 0:2] = (0, 0, 0, 0)  # fully transparent black: inpaint, although its RGB is black
-    rgba[2, 2] = (255, 255, 255, 200)  # mostly opaque white: kept, although its RGB is white
-    rgba[3, 3] = (0, 0, 0, 128)  # at the threshold: counts as transparent
+def test_rgba_mask_is_its_alpha_opaque_is_inpaint_as_a1111_create_binary_mask():
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)  # fully transparent: kept
+    rgba[0:2, 0:2] = (0, 0, 0, 255)  # opaque black: inpaint, although its RGB is black
+    rgba[2, 2] = (255, 255, 255, 100)  # mostly transparent white: kept, although its RGB is white
+    rgba[3, 3] = (0, 0, 0, 129)  # just past the threshold: inpaint
+    rgba[3, 2] = (255, 255, 255, 128)  # at the threshold: kept
     mask = arr(mask_from_image(Image.fromarray(rgba, "RGBA")))
     expected = np.zeros((4, 4), dtype=np.int32)
     expected[0:2, 0:2] = 255
     expected[3, 3] = 255
     assert np.array_equal(mask, expected)
-
-
-def test_rgba_mask_opaque_strokes_convention():
-    layer = np.zeros((3, 3, 4), dtype=np.uint8)  # transparent background
-    layer[1, 1] = (255, 255, 255, 255)  # one painted stroke pixel
-    mask = arr(mask_from_image(Image.fromarray(layer, "RGBA"), opaque_is_masked=True))
-    assert mask[1, 1] == 255 and mask.sum() == 255
 
 
 def test_opaque_or_rgb_mask_is_its_greyscale():

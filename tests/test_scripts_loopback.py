@@ -95,12 +95,20 @@ def test_script_args_in_a1111_order_with_defaults():
     assert parse_script_args([6.0]).loops == 6  # JSON sliders send floats
 
 
+def test_unknown_curve_is_linear_with_a_notice():
+    # A1111's loopback takes any curve but Aggressive and Lazy as Linear: so do we, and say so.
+    params = parse_script_args([4, 0.5, "Wavy"])
+    assert params.denoising_curve is DenoisingCurve.LINEAR
+    assert params.notices == ("Loopback: denoising curve 'Wavy' is not one of Aggressive, Linear, Lazy; "
+                              "Linear was used",)
+    assert parse_script_args([4, 0.5, 3]).denoising_curve is DenoisingCurve.LINEAR
+
+
 @pytest.mark.parametrize("args,needle", [
     ([0], "loops 0 is outside 1..32"),
     ([33], "loops 33 is outside 1..32"),
     (["4"], "loops '4' is not an integer"),
     ([4, 1.5], "final denoising strength 1.5 is outside 0.0..1.0"),
-    ([4, 0.5, "Wavy"], "denoising curve 'Wavy' is not one of Aggressive, Linear, Lazy"),
     ([4, 0.5, "Linear", "BLIP"], "append interrogated prompt 'BLIP' is not one of None, CLIP, DeepBooru"),
     ([4, 0.5, "Linear", "None", "extra"], "takes at most 4 values, got 5"),
     ("4", "expected a list"),
@@ -127,19 +135,19 @@ def test_each_loop_feeds_the_last_output_back_with_seed_plus_one(tmp_path):
     assert [c.denoising_strength for c in engine.calls] == pytest.approx(expected)
     assert all(c.batch_size == 1 and c.n_iter == 1 for c in engine.calls)
     assert engine.calls[0].init_image is req.init_image
-    for previous, output in zip(engine.calls[1:], result.images):
+    for previous, output in zip(engine.calls[1:], result.images[1:]):
         assert previous.init_image is output  # the output of loop i is the init image of loop i + 1
-    assert np.asarray(result.images[3])[0, 0].tolist() == [80, 130, 200]  # brightened 4 times by the fake
-    assert result.seeds == [100, 101, 102, 103, 100]
+    assert np.asarray(result.images[4])[0, 0].tolist() == [80, 130, 200]  # brightened 4 times by the fake
+    assert result.seeds == [100, 100, 101, 102, 103]  # the grid first, as A1111 returns it
     assert result.seed == 100 and not result.interrupted
 
 
-def test_every_loop_image_then_a_one_row_grid(tmp_path):
+def test_a_one_row_grid_first_then_every_loop_image(tmp_path):
     result = run(FakeEngine(tmp_path), request(), LoopbackParams(loops=3, color_correction=False))
     assert len(result.images) == len(result.seeds) == len(result.infotexts) == 4
-    grid = result.images[-1]
+    grid = result.images[0]
     assert grid.size == (3 * 64, 64)
-    for i, image in enumerate(result.images[:3]):
+    for i, image in enumerate(result.images[1:]):
         assert np.array_equal(np.asarray(grid.crop((64 * i, 0, 64 * (i + 1), 64))), np.asarray(image))
 
 
@@ -165,14 +173,14 @@ def test_batch_count_restarts_from_the_original_and_returns_each_batchs_last_ima
     assert [c.seed for c in engine.calls] == [100, 101, 102, 103, 104, 105]  # seeds keep counting
     assert engine.calls[3].init_image is req.init_image and engine.calls[3].denoising_strength == 0.6
     assert [c.denoising_strength for c in engine.calls[3:]] == pytest.approx([0.6, 0.4, 0.2])
-    assert result.seeds == [102, 105, 102]  # A1111: the last image of each batch, then their grid
-    assert result.images[-1].size == (128, 64)
+    assert result.seeds == [102, 102, 105]  # A1111: the grid of each batch's last image, then those images
+    assert result.images[0].size == (128, 64)
 
 
 def test_infotext_has_the_script_keys_and_each_loops_strength(tmp_path):
     result = run(FakeEngine(tmp_path), request(), LoopbackParams(loops=2, final_denoising_strength=0.3,
                                                                  denoising_curve="Lazy"))
-    first, second = (parse_infotext(t) for t in result.infotexts[:2])
+    first, second = (parse_infotext(t) for t in result.infotexts[1:3])
     assert first["Final denoising strength"] == "0.3" and first["Denoising curve"] == "Lazy"
     assert (first["Denoising strength"], second["Denoising strength"]) == ("0.75", "0.3")
 
@@ -186,13 +194,13 @@ def test_interrupt_between_loops_returns_what_is_done(tmp_path):
             control.interrupt()
     result = run(engine, request(), LoopbackParams(loops=5), on_progress=on_progress, control=control)
     assert result.interrupted and len(engine.calls) == 2
-    assert result.seeds == [100, 101, 100]  # two loop images and their grid
+    assert result.seeds == [100, 100, 101]  # the grid of the two loop images, then them
 
 
 def test_interrupt_inside_a_loop_keeps_the_finished_loops(tmp_path):
     engine = FakeEngine(tmp_path, interrupt_on_call=3)
     result = run(engine, request(), LoopbackParams(loops=5), control=JobControl())
-    assert result.interrupted and result.seeds == [100, 101, 100] and len(engine.calls) == 3
+    assert result.interrupted and result.seeds == [100, 100, 101] and len(engine.calls) == 3
 
 
 def test_skip_abandons_the_rest_of_the_batch(tmp_path):
@@ -243,22 +251,26 @@ def test_a_bad_request_is_rejected_before_any_work(tmp_path):
     assert exc.value.field == "steps" and engine.calls == []
 
 
+def test_colour_correction_is_off_by_default_as_a1111(tmp_path):
+    engine = FakeEngine(tmp_path)
+    run(engine, request(), LoopbackParams(loops=2))
+    assert all(not c.color_correction and c.color_reference_image is None for c in engine.calls)
+
+
 def test_colour_correction_matches_the_original_not_the_previous_loop(tmp_path):
+    """The engine corrects (before its inpaint composite), always against the ORIGINAL picture."""
     engine = FakeEngine(tmp_path)
     original = Image.fromarray((np.random.RandomState(0).rand(64, 64, 3) * 120 + 40).astype(np.uint8))
-    result = run(engine, request(init_image=original), LoopbackParams(loops=4))
-    assert all(c.color_correction is False for c in engine.calls)  # the script corrects, not the engine
-    means = [srgb_to_lab(np.asarray(im)).reshape(-1, 3).mean(0) for im in result.images[:4]]
-    target = srgb_to_lab(np.asarray(original)).reshape(-1, 3).mean(0)
-    # The fake brightens by 10 each loop; the chroma stays on the original's, loop after loop.
-    assert all(np.abs(m[1:] - target[1:]).max() < 1.5 for m in means)
+    result = run(engine, request(init_image=original), LoopbackParams(loops=4, color_correction=True))
+    assert all(c.color_correction and c.color_reference_image is original for c in engine.calls)
+    assert engine.calls[1].init_image is result.images[1]  # ...while each loop starts from the last output
 
 
 def test_saved_loop_images_and_grid(tmp_path):
     result = run(FakeEngine(tmp_path), request(save_images=True), LoopbackParams(loops=2))
     assert len(result.paths) == 3
     kinds = [p.parent.parent.name for p in result.paths]
-    assert kinds == ["img2img-images", "img2img-images", "img2img-grids"]
+    assert kinds == ["img2img-grids", "img2img-images", "img2img-images"]
     assert all(p.exists() for p in result.paths)
 
 
@@ -279,10 +291,10 @@ def test_demo_model_loopback_is_deterministic_with_seeds_per_loop(engine):
     req = request(init_image=colourful(), steps=3, save_images=False)
     a = run(engine, req, LoopbackParams(loops=3))
     b = run(engine, req, LoopbackParams(loops=3))
-    assert a.seeds == [100, 101, 102, 100]
-    assert [parse_infotext(t)["Seed"] for t in a.infotexts[:3]] == ["100", "101", "102"]
+    assert a.seeds == [100, 100, 101, 102]
+    assert [parse_infotext(t)["Seed"] for t in a.infotexts[1:]] == ["100", "101", "102"]
     assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.images, b.images))
-    assert [im.size for im in a.images] == [(64, 64)] * 3 + [(192, 64)]
+    assert [im.size for im in a.images] == [(192, 64)] + [(64, 64)] * 3
 
 
 def test_demo_model_colour_correction_holds_the_colours_over_8_loops(engine):
@@ -292,7 +304,20 @@ def test_demo_model_colour_correction_holds_the_colours_over_8_loops(engine):
     req = request(init_image=original, steps=2)
 
     def chroma_error(params):
-        last = run(engine, req, params).images[params.loops - 1]
+        last = run(engine, req, params).images[-1]
         return np.abs(srgb_to_lab(np.asarray(last)).reshape(-1, 3).mean(0)[1:] - target[1:]).sum()
-    assert chroma_error(LoopbackParams(loops=8)) < 10
-    assert chroma_error(LoopbackParams(loops=2, color_correction=False)) > 30  # washed out from loop 1 on
+    assert chroma_error(LoopbackParams(loops=8, color_correction=True)) < 10
+    assert chroma_error(LoopbackParams(loops=2)) > 30  # washed out from loop 1 on
+
+
+def test_demo_model_colour_correction_leaves_the_unmasked_pixels_alone(engine):
+    """A1111 corrects colours before the inpaint composite: outside the mask every loop keeps the original's
+    pixels exactly, however far the masked part drifts."""
+    original = colourful()
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    req = request(init_image=original, mask=mask, mask_blur_x=0, mask_blur_y=0, steps=3)
+    result = run(engine, req, LoopbackParams(loops=3, color_correction=True))
+    outside = np.asarray(mask) == 0
+    for image in result.images[1:]:
+        assert (np.asarray(image)[outside] == np.asarray(original)[outside]).all()

@@ -86,10 +86,10 @@ def test_output_is_scale_times_the_source_and_every_tile_is_processed(tmp_path):
     assert np.abs(np.asarray(result.images[0], dtype=int) - (255 - upscaled)).max() <= 1
 
 
-def test_fractional_scale_rounds_to_whole_pixels(tmp_path):
+def test_fractional_scale_floors_to_a_multiple_of_8_as_a1111(tmp_path):
     result = run(FakeEngine(tmp_path), request(init_image=noise_image(70, 50)),
                  SdUpscaleParams(overlap=8, upscaler="Nearest", scale=1.5), context=context(tmp_path))
-    assert result.images[0].size == (105, 75)
+    assert result.images[0].size == (104, 72)  # 105 x 75 floored
 
 
 def test_tiles_go_in_batches_with_a1111_seeds(tmp_path):
@@ -114,8 +114,8 @@ def test_an_image_smaller_than_a_tile_is_one_tile_processed_at_a_valid_size(tmp_
     engine = FakeEngine(tmp_path)
     result = run(engine, request(init_image=noise_image(30, 20), width=128, height=128),
                  SdUpscaleParams(8, "Lanczos", 2.0), context=context(tmp_path))
-    assert (engine.calls[0].width, engine.calls[0].height) == (64, 64)  # 60x40 -> the engine's minimum, 64
-    assert result.images[0].size == (60, 40)
+    assert (engine.calls[0].width, engine.calls[0].height) == (64, 64)  # 56x40 -> the engine's minimum, 64
+    assert result.images[0].size == (56, 40)  # 60x40 floored to a multiple of 8
 
 
 # 2. Infotext, progress, saving ------------------------------------------------------------------------------
@@ -184,10 +184,12 @@ def test_a_skipped_batch_keeps_its_tiles_plainly_upscaled(tmp_path):
 
 
 # 4. Upscalers ------------------------------------------------------------------------------------------
-def test_none_upscaler_reaches_the_scale_with_lanczos(tmp_path):
+def test_none_upscaler_tiles_the_source_as_it_is_whatever_the_scale(tmp_path):
+    """A1111: with "None" the source is not rescaled (scale only matters to a real upscaler)."""
     engine = FakeEngine(tmp_path)
-    run(engine, request(), SdUpscaleParams(16, "None", 2.0), context=context(tmp_path))
-    expected = noise_image(96, 80).resize((192, 160), LANCZOS).crop((0, 0, 64, 64))
+    result = run(engine, request(), SdUpscaleParams(16, "None", 2.0), context=context(tmp_path))
+    assert result.images[0].size == (96, 80)
+    expected = noise_image(96, 80).crop((0, 0, 64, 64))
     assert np.array_equal(np.asarray(tiles_sent(engine)[0]), np.asarray(expected))
 
 

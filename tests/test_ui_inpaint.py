@@ -429,10 +429,14 @@ def test_generate_inpaints_inside_the_stroke_only(parts):
     assert (diff[inside] > 0).mean() > 0.5
 
 
-def test_generate_with_an_empty_mask_or_no_image_is_a_readable_error(parts):
+def test_generate_with_an_empty_mask_returns_the_picture_and_no_image_is_a_readable_error(parts):
+    # Nothing painted: as A1111, the picture comes back unchanged (the finished text says why).
     empty = {"background": gradient((64, 64)), "layers": [Image.new("RGBA", (64, 64))], "composite": None}
-    with pytest.raises(gr.Error, match=r"Mask \(mask\): the mask is all black: there is nothing to inpaint"):
-        generate(parts, *generate_args(parts, "inpaint", "img2maskimg", empty, steps=4))
+    _, results, _, _, text, *_ = generate(parts, *generate_args(parts, "inpaint", "img2maskimg", empty, steps=4,
+                                                                width=64, height=64))[-1]
+    assert text.startswith("Done: 1 image") and "the mask is all black: there is nothing to inpaint" in text
+    unchanged = np.asarray(results.images[0].convert("RGB"), np.int16)
+    assert np.array_equal(unchanged, np.asarray(gradient((64, 64)).convert("RGB"), np.int16))
     with pytest.raises(gr.Error, match="no image in the Inpaint tab"):
         generate(parts, *generate_args(parts, "inpaint", "img2maskimg", None, steps=4))
     with pytest.raises(gr.Error, match="no mask in the Inpaint upload tab"):

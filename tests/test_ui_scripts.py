@@ -65,7 +65,7 @@ def test_control_ranges_match_a1111():
     assert loop.control("denoising_curve").choices == ("Aggressive", "Linear", "Lazy")
     assert loop.default("denoising_curve") == "Linear"
     assert loop.control("append_interrogation").choices == ("None", "CLIP")
-    assert loop.default("color_correction") is True
+    assert loop.default("color_correction") is False  # A1111's img2img_color_correction default
     pixels = poor.control("pixels")
     assert (pixels.minimum, pixels.maximum, pixels.step, poor.default("pixels")) == (8, 256, 8, 128)
     assert poor.default("mask_blur") == 4 and poor.default("masked_content") == "fill"
@@ -238,7 +238,7 @@ def test_job_runs_img2img_without_a_script_and_the_script_with_one(tmp_path):
     assert len(engine.calls) == 2
     result = panel(tmp_path).job(engine, request(), panel_values(LOOPBACK, loops=2))(None, None)
     assert [c.seed for c in engine.calls[2:]] == [7, 8] and len(result.images) == 3  # 2 loops + grid
-    result = panel(tmp_path).job(engine, request(), panel_values(SD_UPSCALE, overlap=0))(None, None)
+    result = panel(tmp_path).job(engine, request(), panel_values(SD_UPSCALE, overlap=0, upscaler="Lanczos"))(None, None)
     assert result.images[0].size == (128, 128) and len(engine.calls) == 8  # 2 x 2 tiles
 
 

@@ -17,6 +17,7 @@ from ui.values import (
     FIELD_NAMES,
     RESIZE_BY,
     RESIZE_TO,
+    SETTINGS_OPTIONS,
     describe_error,
     fields_from_infotext,
     finished_text,
@@ -34,6 +35,8 @@ DEFAULTS = {
     # the inpaint controls (tests/test_ui_inpaint.py) and Color correction
     "mask_blur": 4, "mask_mode": "Inpaint masked", "masked_content": "original", "inpaint_area": "Whole picture",
     "only_masked_padding": 32, "mask_grow": 0, "soft_inpainting": False, "color_correction": False,
+    # the Settings accordion: A1111's per-run options at their defaults (pipelines/options.py)
+    **{option.field: option.default for option in SETTINGS_OPTIONS},
 }
 
 
@@ -131,7 +134,8 @@ def test_infotext_round_trips_through_the_fields():
 
 def test_defaults_the_engine_omits_are_pasted_back():
     text = infotext_for(dict(DEFAULTS, scheduler="Automatic"))
-    assert "Schedule type" not in text and "Variation seed" not in text and "Resize mode" not in text
+    assert "Variation seed" not in text and "Resize mode" not in text
+    assert "Schedule type: Automatic" in text  # A1111 always writes it (Euler a: the model's own sigmas)
     values = fields_from_infotext(parse_infotext(text)).values
     assert values["scheduler"] == "Automatic"
     assert values["subseed_strength"] == 0.0 and values["show_extra"] is False

@@ -105,12 +105,13 @@ def test_unknown_upscaler_names_the_known_ones(models_dir, choice, needle):
 
 def test_builtin_resamplers(tmp_path):
     img = noise_image(40, 30)
-    assert upscale(img, "Lanczos", 2, tmp_path).size == (80, 60)
-    assert upscale(img, "Lanczos", 1.5, tmp_path).size == (60, 45)
-    assert upscale(img, "Lanczos", 1.33, tmp_path).size == (53, 40)  # round(53.2), round(39.9)
-    nearest = np.asarray(upscale(img, "nearest", 2, tmp_path))
-    assert np.array_equal(nearest[::2, ::2], np.asarray(img))
-    assert np.array_equal(nearest[1::2, 1::2], np.asarray(img))
+    assert upscale(img, "Lanczos", 2, tmp_path).size == (80, 56)
+    # A1111 floors the target to a multiple of 8: 60x45 -> 56x40; 53.2x39.9 -> 48x32.
+    assert upscale(img, "Lanczos", 1.5, tmp_path).size == (56, 40)
+    assert upscale(img, "Lanczos", 1.33, tmp_path).size == (48, 32)
+    nearest = np.asarray(upscale(img.crop((0, 0, 40, 28)), "nearest", 2, tmp_path))
+    assert np.array_equal(nearest[::2, ::2], np.asarray(img.crop((0, 0, 40, 28))))
+    assert np.array_equal(nearest[1::2, 1::2], np.asarray(img.crop((0, 0, 40, 28))))
     # "None" does no resampling at all: the caller (SD upscale) brings it to size.
     none = upscale(img, "None", 3, tmp_path)
     assert none.size == img.size and np.array_equal(np.asarray(none), np.asarray(img)) and none is not img
@@ -128,8 +129,8 @@ def test_model_upscaler_loads_from_safetensors_and_upscales(models_dir):
     img = noise_image(40, 30)
     out4 = upscale(img, "4x-Tiny", 4, models_dir, models=models)
     assert out4.size == (160, 120) and out4.mode == "RGB"
-    # The model works at 4x; asking for 2x resizes its output down to exactly 2x.
-    assert upscale(img, "4x-Tiny", 2, models_dir, models=models).size == (80, 60)
+    # The model works at 4x; asking for 2x resizes its output down to 2x, floored to a multiple of 8.
+    assert upscale(img, "4x-Tiny", 2, models_dir, models=models).size == (80, 56)
     # Same weights, same input -> same pixels; loaded once (cached).
     again = upscale(img, "4x-tiny", 4, models_dir, models=models)
     assert np.array_equal(np.asarray(out4), np.asarray(again))
@@ -167,15 +168,24 @@ def test_transformer_architectures_load_from_their_folders(tmp_path, kind, file,
         save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / kind / file)
     info = list_upscalers(tmp_path)[3]
     assert info.scale == scale and info.path.name == file
-    out = upscale(noise_image(24, 20), info.name, scale, tmp_path, models=UpscalerModels())
-    assert out.size == (24 * scale, 20 * scale)
+    out = upscale(noise_image(24, 16), info.name, scale, tmp_path, models=UpscalerModels())
+    assert out.size == (24 * scale, 16 * scale)
 
 
 def test_model_passes_repeat_until_the_target_is_covered(models_dir):
     models = UpscalerModels()
     # A 2x model asked for 3x: two passes (4x) then Lanczos down to exactly 3x.
-    assert upscale(noise_image(20, 16), "R-ESRGAN 2x+", 3, models_dir, models=models).size == (60, 48)
+    assert upscale(noise_image(20, 16), "R-ESRGAN 2x+", 3, models_dir, models=models).size == (56, 48)
     assert models.loads == 1
+
+
+def test_a_model_at_scale_1_runs_one_pass_as_a1111(models_dir, monkeypatch):
+    """A 4x model at scale 1 covers the target after one pass; three (64x the pixels) would be waste."""
+    passes = []
+    real = upscalers.run_model
+    monkeypatch.setattr(upscalers, "run_model", lambda *a, **k: passes.append(1) or real(*a, **k))
+    out = upscale(noise_image(40, 32), "4x-Tiny", 1, models_dir, models=UpscalerModels())
+    assert len(passes) == 1 and out.size == (40, 32)
 
 
 def test_cache_reloads_a_replaced_file_and_keeps_max_loaded(models_dir):
@@ -245,4 +255,4 @@ def test_spandrel_imports_without_torchvision_and_leaves_no_stand_in_behind():
 
 def test_no_models_folder_lists_the_builtins():
     assert [u.name for u in list_upscalers(None)] == ["None", "Lanczos", "Nearest"]
-    assert upscale(noise_image(10, 10), "Lanczos", 2, None).size == (20, 20)
+    assert upscale(noise_image(12, 12), "Lanczos", 2, None).size == (24, 24)

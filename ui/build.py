@@ -33,6 +33,7 @@ from ui.output_panel import OutputPanel, Results, build_output_panel
 from ui.params import TOOLTIPS, ParamsPanel, build_params_panel
 from ui.scripts_panel import ScriptsPanel, build_scripts_panel, wire_script_paste, wire_script_tabs
 from ui.send_to import send_outputs
+from ui.settings_panel import SettingsPanel, build_settings_panel
 from ui.top_bar import GPU_QUEUE, build_top_bar
 from ui.toprow import SHORTCUTS_JS, Toprow, build_toprow
 from ui.values import FIELD_NAMES, finished_text, image_of_value, progress_text, scale_text
@@ -82,12 +83,13 @@ def build_ui(engine: Engine, models: ModelManager, settings: Settings, interroga
                             modes = [module.build(settings) for module in MODE_MODULES]
                         inpaint = build_inpaint_panel()  # shown on the inpaint sub-tabs
                         params = build_params_panel()
+                        settings_panel = build_settings_panel()  # A1111's per-run img2img options
                         scripts = build_scripts_panel(settings.models_dir, interrogator)
                     with gr.Column(scale=1, elem_id="img2img_results"):
                         output = build_output_panel(SEND_TARGETS)
             png_info = tab_png_info.build(SEND_TARGETS)
 
-        fields = _ordered_fields(toprow, params, inpaint)
+        fields = _ordered_fields(toprow, params, inpaint, settings_panel)
         ui = _Wiring(engine, modes, fields, params, output, mode_state, scripts)
         ui.wire_generation(toprow)
         ui.wire_mode_tabs()
@@ -101,9 +103,10 @@ def build_ui(engine: Engine, models: ModelManager, settings: Settings, interroga
     return blocks
 
 
-def _ordered_fields(toprow: Toprow, params: ParamsPanel, inpaint: InpaintPanel) -> list[Any]:
+def _ordered_fields(toprow: Toprow, params: ParamsPanel, inpaint: InpaintPanel,
+                   settings_panel: SettingsPanel) -> list[Any]:
     by_name = {"prompt": toprow.prompt, "negative_prompt": toprow.negative_prompt, **params.fields,
-               **inpaint.fields}
+               **inpaint.fields, **settings_panel.fields}
     assert set(by_name) == set(FIELD_NAMES), set(by_name) ^ set(FIELD_NAMES)
     return [by_name[name] for name in FIELD_NAMES]
 

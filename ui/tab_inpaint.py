@@ -67,7 +67,7 @@ def mask_from_strokes(layers: list[Any], size: tuple[int, int]) -> Image.Image |
 
 def read_inpaint(value: Mapping[str, Any] | None) -> dict[str, Any]:
     """Editor value -> {"init_image", "mask"}. No upload: no init image (the request names the tab). An empty
-    mask is passed on: the engine says there is nothing to inpaint (or, inverted, redraws everything)."""
+    mask is passed on: the engine returns the picture unchanged with a notice (or, inverted, redraws everything)."""
     background = (value or {}).get("background")
     if background is None:
         return {"init_image": None}

@@ -1,5 +1,5 @@
 """The Inpaint upload sub-tab: an image and a separate mask file (white = redraw, black = keep; a mask with
-transparency uses its alpha, transparent = redraw). The engine reads the mask
+transparency uses its alpha, opaque = redraw, as in A1111). The engine reads the mask
 (pipelines.images.mask_ops.mask_from_image) and stretches one of another size onto the image."""
 
 from __future__ import annotations

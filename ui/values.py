@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any, Mapping
 
 from PIL import Image
@@ -23,6 +24,7 @@ from pipelines.fields import (
 )
 from pipelines.generation.progress import ProgressUpdate
 from pipelines.generation.requests import Img2ImgRequest
+from pipelines.options import BY_FIELD, ui_options
 
 # The parameter widgets, in the order the generate handler receives them; labels are A1111's.
 FIELD_LABELS: dict[str, str] = {
@@ -56,6 +58,10 @@ INPAINT_FIELD_LABELS: dict[str, str] = {
     "color_correction": "Color correction",
 }
 FIELD_LABELS.update(INPAINT_FIELD_LABELS)
+# The Settings accordion (ui.settings_panel): A1111's per-run options that Img2ImgRequest has a field for.
+SETTINGS_OPTIONS = [o for o in ui_options() if o.field in {f.name for f in dataclass_fields(Img2ImgRequest)}]
+SETTINGS_FIELD_LABELS: dict[str, str] = {o.field: o.label for o in SETTINGS_OPTIONS}
+FIELD_LABELS.update(SETTINGS_FIELD_LABELS)
 FIELD_NAMES = tuple(FIELD_LABELS)
 # Request fields that are not widgets of the panel, for readable error messages.
 _OTHER_LABELS = {"init_image": "Image", "scheduler": "Schedule type", "mask": "Mask", "mask_blur_x": "Mask blur",
@@ -108,6 +114,7 @@ def request_from_fields(fields: Mapping[str, Any], init_image: Image.Image | Non
         batch_size=_as_int("batch_size", fields["batch_size"]),
         n_iter=_as_int("n_iter", fields["n_iter"]),
         **inpaint_request_fields(fields),
+        **settings_request_fields(fields),
     )
     request.validate()
     return request
@@ -131,6 +138,19 @@ def inpaint_request_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
         "soft_inpainting": bool(fields["soft_inpainting"]),
         "color_correction": bool(fields["color_correction"]),
     }
+
+
+def settings_request_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The Settings accordion's values as request fields, checked by their option's rules; a caller without
+    these widgets gets the request's defaults."""
+    out = {}
+    for name in SETTINGS_FIELD_LABELS:
+        if name in fields and fields[name] is not None:
+            try:
+                out[name] = BY_FIELD[name].check(fields[name])
+            except RequestError as exc:
+                raise RequestError(name, exc.message) from None
+    return out
 
 
 def _choice_index(name: str, label: Any, choices: tuple[str, ...]) -> int:
@@ -211,18 +231,26 @@ _INFOTEXT_FIELDS: dict[str, tuple[str, Any]] = {
     "Mask blur": ("mask_blur", int),
     "Masked area padding": ("only_masked_padding", int),
     "Mask grow": ("mask_grow", int),
+    "Clip skip": ("clip_skip", int),
+    "Conditional mask weight": ("inpainting_mask_weight", float),
+    "Noise multiplier": ("initial_noise_multiplier", float),
+    "ENSD": ("eta_noise_seed_delta", int),
+    "Eta": ("eta", float),
+    "RNG": ("randn_source", str),
 }
 # Keys the engine leaves out when they hold the default; a params line without them means that default
 # (for the inpaint keys A1111's paste does the same).
 _OMITTED_DEFAULTS = {"Schedule type": "Automatic", "Variation seed strength": "0",
                      "Resize mode": "Just resize", "Mask mode": "Inpaint masked", "Masked content": "original",
                      "Inpaint area": "Whole picture", "Masked area padding": "32", "Mask grow": "0",
-                     "Soft inpainting": "False", "Color correction": "False"}
+                     "Soft inpainting enabled": "False", "Color correction": "False", "Clip skip": "1"}
 # infotext key -> (field, the radio's choices); a choice may also be given by its index (the API's numbers)
 _INFOTEXT_CHOICES = {"Mask mode": ("mask_mode", MASK_MODE_CHOICES),
                      "Masked content": ("masked_content", MASKED_CONTENT_CHOICES),
                      "Inpaint area": ("inpaint_area", INPAINT_AREA_CHOICES)}
-_INFOTEXT_FLAGS = {"Soft inpainting": "soft_inpainting", "Color correction": "color_correction"}
+# "Soft inpainting enabled" is A1111's key; "Soft inpainting" (this project's older key) is read after it.
+_INFOTEXT_FLAGS = {"Soft inpainting enabled": "soft_inpainting", "Soft inpainting": "soft_inpainting",
+                   "Color correction": "color_correction"}
 
 
 def fields_from_infotext(parsed: Mapping[str, Any]) -> FieldUpdates:
@@ -234,6 +262,8 @@ def fields_from_infotext(parsed: Mapping[str, Any]) -> FieldUpdates:
     out.values["negative_prompt"] = parsed.get("Negative prompt", "")
     has_params = any(k not in ("Prompt", "Negative prompt") for k in parsed)
     params = ({**_OMITTED_DEFAULTS, **parsed} if has_params else dict(parsed))
+    if "Soft inpainting" in parsed and "Soft inpainting enabled" not in parsed:  # this project's older key
+        params.pop("Soft inpainting enabled", None)
 
     for key, (name, convert) in _INFOTEXT_FIELDS.items():
         if key in params:

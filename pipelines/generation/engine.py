@@ -21,24 +21,27 @@ from PIL import Image
 from pipelines.fields import InpaintArea, MaskedContent, MaskMode, ResizeMode
 from pipelines.generation.inpaint_prep import (
     InpaintPlan,
+    NothingToInpaint,
     apply_masked_content,
     finish_inpaint,
     latent_mask,
     plan_inpaint,
 )
 from pipelines.generation.latent_preview import latent_preview
-from pipelines.generation.noise import initial_noise, resolve_seed
+from pipelines.generation.noise import batch_noise, resolve_seed, uses_ensd
 from pipelines.generation.progress import JobControl, ProgressCallback, ProgressUpdate
 from pipelines.generation.prompt_encoding import encode_prompts
 from pipelines.generation.queue import IMG2IMG, SCRIPT, SWITCH, Job, JobQueue
 from pipelines.generation.requests import Img2ImgRequest
 from pipelines.generation.samplers import SamplerChoice, resolve_sampler
+from pipelines.generation.schedules import DiscreteSigmas, RunSchedule
 from pipelines.images import image_ops
 from pipelines.images.color_correction import apply_color_correction, color_reference
 from pipelines.io.infotext import build_infotext
 from pipelines.io.outputs import dated_output_dir, save_image
 from pipelines.models.model_manager import ModelManager
 from pipelines.models.vae_codec import decode_latents, encode_images, images_from_pixels
+from pipelines.options import color_rgb
 
 VERSION = "img2img-studio 0.1.0"
 
@@ -74,10 +77,16 @@ class _RunInputs:
     plan: InpaintPlan | None  # None for plain img2img
     mask: torch.Tensor | None  # latent-size mask (1, 1, h, w): binary, or soft for soft inpainting
     notices: list[str] = field(default_factory=list)  # the run's notices (GenerationResult.notices)
+    schedule: RunSchedule | None = None  # A1111's steps and noise levels for this run
 
 
 class _Stop(Exception):
-    """Raised from the step callback to leave diffusers' loop at once (interrupt or skip)."""
+    """Raised from the step callback to leave diffusers' loop at once (interrupt or skip), carrying the
+    latents as they stand (what an interrupt returns)."""
+
+    def __init__(self, latents: torch.Tensor | None = None):
+        super().__init__()
+        self.latents = latents
 
 
 class Engine:
@@ -139,32 +148,43 @@ class Engine:
         nine_channel = model.components.is_inpainting
         pipe = self.models.pipeline("inpaint" if nine_channel else "img2img")
         seed, subseed = resolve_seed(req.seed), resolve_seed(req.subseed)
-        pipe.scheduler = sampler.make_scheduler(model.components.scheduler.config, seed)
+        # A1111's schedule, computed from the model's own noise levels; the scheduler runs exactly it.
+        config = model.components.scheduler.config
+        schedule = sampler.run_schedule(DiscreteSigmas.from_scheduler_config(config), req.steps,
+                                        req.denoising_strength, req.img2img_fix_steps)
+        pipe.scheduler = sampler.make_scheduler(config, seed, schedule)
         result = GenerationResult(prompt=req.prompt, negative_prompt=req.negative_prompt, seed=seed,
                                   subseed=subseed, width=req.width, height=req.height)
-        inputs = self._prepare(req, pipe)
-        inputs.notices = result.notices
+        result.notices.extend(req.notices)  # what the front end could not apply
+        try:
+            inputs = self._prepare(req, pipe)
+        except NothingToInpaint as empty:
+            return self._unchanged(req, sampler, model, result, empty.message)
+        inputs.notices, inputs.schedule = result.notices, schedule
         # A1111 matches colours to the picture as it went in, before the sampler touched it.
-        colors = [color_reference(image) for image in inputs.images] if req.color_correction else None
+        colors = None
+        if req.color_correction:
+            references = [req.color_reference_image] if req.color_reference_image is not None else inputs.images
+            colors = [color_reference(image_ops.flatten_onto_white(image)) for image in references]
         started = time.monotonic()
         for job in range(req.n_iter):
             if control.interrupted:
                 result.interrupted = True
                 break
-            first = seed + job * req.batch_size
-            seeds = list(range(first, first + req.batch_size))
-            subseeds = [subseed + s - seed for s in seeds]
+            seeds, subseeds = batch_seeds(req, seed, subseed, job)
             # A Skip counts only while this batch samples: one pressed during its decode or before the next
             # batch expires with it instead of dropping the next batch.
             control.begin_batch()
             try:
                 images = self._sample_batch(inputs, seeds, subseeds, (job, started, on_progress, control))
-            except _Stop:
-                if control.interrupted:
-                    result.interrupted = True
-                    break
-                result.skipped_batches += 1
-                continue
+            except _Stop as stop:
+                if not control.interrupted:
+                    result.skipped_batches += 1
+                    continue
+                # Interrupted: as A1111, the unfinished batch comes back decoded as it stands, with its
+                # infotext (clients show it), and the run ends.
+                result.interrupted = True
+                images = self._decode(pipe, stop.latents, result.notices) if stop.latents is not None else []
             finally:
                 control.end_batch()
             for item, (image, s, sub) in enumerate(zip(images, seeds, subseeds)):
@@ -173,6 +193,8 @@ class Engine:
                 if inputs.plan is not None:
                     image = finish_inpaint(inputs.plan, image)
                 self._record(result, req, sampler, model, image, s, sub)
+            if result.interrupted:
+                break
         return result
 
     # 2. Inputs shared by every batch ---------------------------------------------------------------------
@@ -195,12 +217,12 @@ class Engine:
             mask = latent_mask(plan.mask, latents.shape[2], latents.shape[3], soft=req.soft_inpainting)
             mask = mask.to(device=device, dtype=latents.dtype)
         prompt_embeds, negative_embeds = encode_prompts(
-            pipe.tokenizer, pipe.text_encoder, req.prompt, req.negative_prompt, device)
+            pipe.tokenizer, pipe.text_encoder, req.prompt, req.negative_prompt, device, req.clip_skip)
         return _RunInputs(req, pipe, latents, prompt_embeds, negative_embeds, images, plan, mask)
 
     @staticmethod
     def _resized_init_image(req: Img2ImgRequest, image: Image.Image) -> Image.Image:
-        image = image_ops.flatten_onto_white(image)
+        image = image_ops.flatten_onto(image, color_rgb(req.background_color))
         if req.resize_mode is ResizeMode.LATENT_UPSCALE:  # encoded at source size, then the latent is scaled
             return image_ops.snap_to_multiple_of_8(image)
         return image_ops.resize_image(image, req.resize_mode, req.width, req.height)
@@ -210,24 +232,30 @@ class Engine:
         req, pipe = inputs.req, inputs.pipe
         shape = tuple(inputs.init_latents.shape[1:])
         latents = inputs.init_latents
-        # Noise is drawn on the CPU in float32 (the same seed gives the same picture on every device), then
-        # takes the latents' dtype and device like everything else that meets them.
-        noise = torch.stack([initial_noise(shape, s, sub, req.subseed_strength) for s, sub in zip(seeds, subseeds)])
-        noise = noise.to(device=latents.device, dtype=latents.dtype)
+        # Noise is drawn in float32 from the request's source (A1111's randn_source), one generator per image,
+        # then takes the latents' dtype and device like everything else that meets them.
+        drawn = batch_noise(shape, seeds, subseeds, req.subseed_strength, req.randn_source, latents.device,
+                            req.eta_noise_seed_delta)
+        noise = drawn.noise.to(device=latents.device, dtype=latents.dtype)
         start = latents.expand(len(seeds), *shape)
         if inputs.mask is not None:
             start = apply_masked_content(start, inputs.mask.round(), req.masked_content, noise)
-        if int(req.steps * min(req.denoising_strength, 0.999)) < 1:  # nothing to denoise: decode the start
-            return self._decode(pipe, start, inputs.notices)
+        if req.initial_noise_multiplier != 1.0:  # A1111 scales the sampler's noise only, not the latent-noise fill
+            noise = noise * req.initial_noise_multiplier
+        schedule = inputs.schedule
+        if schedule.steps == 0:  # A1111 returns the noised start (DDIM/PLMS at t_enc < 2, fix steps at strength 0)
+            sigma = schedule.start_sigma
+            noised = (start + noise * sigma) / ((1 + sigma ** 2) ** 0.5 if schedule.vp else 1.0)
+            return self._decode(pipe, noised, inputs.notices)
         # DPM++ SDE draws its Brownian noise from a tree per image, seeded with that image's seed (A1111 passes
         # the batch's seeds), so image i equals a single run at seed i.
         if hasattr(pipe.scheduler, "noise_sampler_seed"):
             pipe.scheduler.noise_sampler_seed = list(seeds)
-        # Each image's own generator keeps drawing its ancestral/SDE step noise, so image i depends only
-        # on seed+i, whatever the batch size.
-        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        # Each image's own generator keeps drawing its ancestral/SDE step noise (after its initial noise, or
+        # reseeded with seed + ENSD), so image i depends only on seed+i, whatever the batch size.
+        generators = drawn.generators
         common = dict(prompt_embeds=inputs.prompt_embeds, negative_prompt_embeds=inputs.negative_embeds,
-                      strength=min(req.denoising_strength, 0.999), num_inference_steps=req.steps,
+                      strength=1.0, num_inference_steps=schedule.steps,  # the scheduler's whole (A1111) schedule
                       guidance_scale=req.cfg_scale, generator=generators, output_type="latent",
                       callback_on_step_end=self._step_callback(inputs, start, noise, *progress),
                       callback_on_step_end_tensor_inputs=["latents"])
@@ -237,7 +265,7 @@ class Engine:
             white = Image.new("L", (req.width, req.height), 255)
             mask_image = inputs.plan.mask if inputs.plan is not None else white
             image = inputs.images if len(inputs.images) > 1 else inputs.images[0]
-            with pipe.noise(noise, start):
+            with pipe.noise(noise, start, req.inpainting_mask_weight):
                 out = pipe(image=image, mask_image=mask_image, height=req.height, width=req.width,
                            num_images_per_prompt=len(seeds), **common)
         else:
@@ -250,7 +278,9 @@ class Engine:
         blend = self._blend_mask_for_step if inputs.mask is not None else None
 
         def callback(pipe, step_index, timestep, tensors):
-            if control.interrupted or control.take_skip():
+            if control.interrupted:
+                raise _Stop(tensors["latents"])
+            if control.take_skip():
                 raise _Stop()
             step, steps = step_index + 1, pipe.num_timesteps
             latents = tensors["latents"]
@@ -300,7 +330,31 @@ class Engine:
         result.subseeds.append(subseed)
         result.infotexts.append(infotext)
         if req.save_images:
-            result.paths.append(save_image(image, infotext, dated_output_dir(self.outputs_root), seed))
+            folder = req.outdir_samples or Path(self.outputs_root) / "img2img-images"
+            result.paths.append(save_image(image, infotext, dated_output_dir(folder.parent, folder.name), seed,
+                                           req.samples_format, quality=req.jpeg_quality))
+
+    def _unchanged(self, req: Img2ImgRequest, sampler: SamplerChoice, model, result: GenerationResult,
+                   reason: str) -> GenerationResult:
+        """A mask that selects nothing: A1111 composites the original back over every pixel, so every image
+        of the run is the init picture at the output size. Said in a notice, without sampling."""
+        mode = ResizeMode.JUST_RESIZE if req.resize_mode is ResizeMode.LATENT_UPSCALE else req.resize_mode
+        picture = image_ops.flatten_onto(req.init_image, color_rgb(req.background_color))
+        picture = image_ops.resize_image(picture, mode, req.width, req.height)
+        result.notices.append(f"{reason}: the init picture is returned unchanged")
+        for job in range(req.n_iter):
+            for s, sub in zip(*batch_seeds(req, result.seed, result.subseed, job)):
+                self._record(result, req, sampler, model, picture.copy(), s, sub)
+        return result
+
+
+def batch_seeds(req: Img2ImgRequest, seed: int, subseed: int, job: int) -> tuple[list[int], list[int]]:
+    """Seeds and variation seeds of batch `job` (A1111 process_images): image i of the run gets seed + i and
+    subseed + i; with a variation strength > 0 every image keeps the seed and only the subseed steps."""
+    first = job * req.batch_size
+    offsets = range(first, first + req.batch_size)
+    steps_seed = req.subseed_strength == 0
+    return [seed + i if steps_seed else seed for i in offsets], [subseed + i for i in offsets]
 
 
 def generation_params(req: Img2ImgRequest, sampler: SamplerChoice, model, seed: int, subseed: int) -> dict[str, Any]:
@@ -309,7 +363,7 @@ def generation_params(req: Img2ImgRequest, sampler: SamplerChoice, model, seed: 
     params: dict[str, Any] = {
         "Steps": req.steps,
         "Sampler": sampler.name,
-        "Schedule type": None if sampler.schedule == "Automatic" else sampler.schedule,
+        "Schedule type": sampler.infotext_schedule,  # always written, as A1111 does
         "CFG scale": req.cfg_scale,
         "Seed": seed,
         "Size": f"{req.width}x{req.height}",
@@ -320,27 +374,42 @@ def generation_params(req: Img2ImgRequest, sampler: SamplerChoice, model, seed: 
         "Variation seed": subseed if req.subseed_strength > 0 else None,
         "Variation seed strength": req.subseed_strength if req.subseed_strength > 0 else None,
         "Denoising strength": req.denoising_strength,
+        # A1111 writes the mask weight whenever a 9-channel model's conditioning is in use (also without a mask).
+        "Conditional mask weight": req.inpainting_mask_weight if _nine_channel(model) else None,
+        "Clip skip": req.clip_skip if req.clip_skip > 1 else None,
+        "ENSD": req.eta_noise_seed_delta if uses_ensd(req.eta_noise_seed_delta, sampler.name, req) else None,
+        "RNG": req.randn_source if req.randn_source != "GPU" else None,
         "Resize mode": req.resize_mode.label if req.resize_mode is not ResizeMode.JUST_RESIZE else None,
         "Color correction": True if req.color_correction else None,
     }
     if req.mask is not None:
         params.update(inpaint_params(req))
+    params["Noise multiplier"] = req.initial_noise_multiplier if req.initial_noise_multiplier != 1.0 else None
     params.update(req.extra_generation_params)
     params["Version"] = VERSION
     return params
 
 
+def _nine_channel(model) -> bool:
+    components = getattr(model, "components", None)  # infotext callers may pass a model's facts only
+    return bool(getattr(components, "is_inpainting", False))
+
+
 def inpaint_params(req: Img2ImgRequest) -> dict[str, Any]:
+    """The inpaint keys in the order A1111's StableDiffusionProcessingImg2Img.init adds them: Mask mode, Mask
+    blur, Inpaint area, Masked area padding, Masked content. "Mask blur" is A1111's single value (written
+    also when 0, as its img2img tab does); separate x / y blurs, which A1111 leaves out, are kept as two keys."""
     only_masked = req.inpaint_area is InpaintArea.ONLY_MASKED
     blur = req.mask_blur_x if req.mask_blur_x == req.mask_blur_y else None
     return {
+        # The always-on script "Soft Inpainting" adds its key before processing starts, so before the rest.
+        "Soft inpainting enabled": True if req.soft_inpainting else None,
+        "Mask mode": "Inpaint not masked" if req.mask_mode is MaskMode.INPAINT_NOT_MASKED else None,
         "Mask blur": blur,
         "Mask blur x": None if blur is not None else req.mask_blur_x,
         "Mask blur y": None if blur is not None else req.mask_blur_y,
-        "Mask mode": "Inpaint not masked" if req.mask_mode is MaskMode.INPAINT_NOT_MASKED else None,
-        "Masked content": req.masked_content.label if req.masked_content is not MaskedContent.ORIGINAL else None,
         "Inpaint area": "Only masked" if only_masked else None,
         "Masked area padding": req.only_masked_padding if only_masked else None,
+        "Masked content": req.masked_content.label if req.masked_content is not MaskedContent.ORIGINAL else None,
         "Mask grow": req.mask_grow or None,
-        "Soft inpainting": True if req.soft_inpainting else None,
     }

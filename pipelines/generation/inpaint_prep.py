@@ -17,6 +17,7 @@ from PIL import Image
 from pipelines.fields import InpaintArea, MaskedContent, MaskMode, RequestError
 from pipelines.generation.requests import Img2ImgRequest
 from pipelines.images import image_ops, mask_ops
+from pipelines.options import color_rgb
 
 
 @dataclass
@@ -29,8 +30,13 @@ class InpaintPlan:
     notices: list[str] = field(default_factory=list)
 
 
+class NothingToInpaint(RequestError):
+    """The mask selects no pixel. Not an error for the engine: A1111 composites the original back over every
+    pixel, so the run returns the init picture unchanged (with a notice)."""
+
+
 def prepare_request_mask(req: Img2ImgRequest) -> Image.Image:
-    """The request's mask as "L" at the init image's size, inverted/grown/blurred; errors if it is empty."""
+    """The request's mask as "L" at the init image's size, inverted/grown/blurred; NothingToInpaint if empty."""
     image = req.init_image
     mask = mask_ops.mask_from_image(req.mask)
     if mask.size != image.size:  # a mask of another size follows the image's geometry: stretched onto it
@@ -39,12 +45,12 @@ def prepare_request_mask(req: Img2ImgRequest) -> Image.Image:
     if binary.getbbox() is None:
         what = "after shrinking, " if req.mask_grow < 0 else ""
         side = "inverted mask is all white" if req.mask_mode is MaskMode.INPAINT_NOT_MASKED else "mask is all black"
-        raise RequestError("mask", f"{what}the {side}: there is nothing to inpaint")
+        raise NothingToInpaint("mask", f"{what}the {side}: there is nothing to inpaint")
     return mask_ops.blur_mask(binary, req.mask_blur_x, req.mask_blur_y)
 
 
 def plan_inpaint(req: Img2ImgRequest) -> InpaintPlan:
-    full_image = image_ops.flatten_onto_white(req.init_image)
+    full_image = image_ops.flatten_onto(req.init_image, color_rgb(req.background_color))
     mask = prepare_request_mask(req)
     if req.inpaint_area is InpaintArea.ONLY_MASKED:
         # 1a. Only masked: inpaint the mask's box (+ padding, grown to the target aspect) at full size.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from pipelines.fields import RequestError
+
 CHUNK_TOKENS = 75  # 77 minus the BOS and EOS every chunk gets
 
 
@@ -17,7 +19,7 @@ def chunk_token_ids(tokenizer, prompt: str) -> list[list[int]]:
 
 @torch.no_grad()
 def encode_prompts(tokenizer, text_encoder, prompt: str, negative_prompt: str,
-                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+                   device: torch.device, clip_skip: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt_embeds, negative_embeds), each (1, 77 * chunks, dim), padded to the same chunk count.
 
     A short prompt gives exactly what diffusers' own encode_prompt gives (one 77-token window); a long
@@ -30,6 +32,20 @@ def encode_prompts(tokenizer, text_encoder, prompt: str, negative_prompt: str,
     pos += [empty] * (count - len(pos))
     neg += [empty] * (count - len(neg))
     ids = torch.tensor(pos + neg, device=device)
-    hidden = text_encoder(ids)[0]  # (2 * count, 77, dim): one pass for every chunk of both prompts
+    hidden = encode_token_ids(text_encoder, ids, clip_skip)  # (2 * count, 77, dim): every chunk of both prompts
     dim = hidden.shape[-1]
     return hidden[:count].reshape(1, -1, dim), hidden[count:].reshape(1, -1, dim)
+
+
+def encode_token_ids(text_encoder, ids: torch.Tensor, clip_skip: int = 1) -> torch.Tensor:
+    """The CLIP text encoder's output for `ids`. Clip skip n > 1 (A1111's CLIP_stop_at_last_layers) takes the
+    hidden state n layers from the end and passes it through the text model's final layer norm, as A1111's
+    FrozenCLIPEmbedderWithCustomWords does; 1 is the usual last_hidden_state."""
+    if clip_skip <= 1:
+        return text_encoder(ids)[0]
+    out = text_encoder(ids, output_hidden_states=True)
+    layers = len(out.hidden_states) - 1  # hidden_states[0] is the embeddings' output
+    if clip_skip > layers:
+        raise RequestError("clip_skip", f"{clip_skip} is more than the text encoder's {layers} layers")
+    text_model = getattr(text_encoder, "text_model", text_encoder)  # transformers 5 dropped the wrapper
+    return text_model.final_layer_norm(out.hidden_states[-clip_skip])

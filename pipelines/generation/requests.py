@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -11,6 +12,9 @@ from pipelines.fields import (
     MAX_BATCH_SIZE,
     MAX_SIDE,
     MIN_SIDE,
+    NOISE_MULTIPLIER_MAX,
+    NOISE_MULTIPLIER_MIN,
+    RANDN_SOURCES,
     InpaintArea,
     MaskedContent,
     MaskMode,
@@ -37,6 +41,11 @@ class Img2ImgRequest:
     seed: int = -1
     subseed: int = -1
     subseed_strength: float = 0.0
+    # A1111's noise options: where seeded noise is drawn (fields.RANDN_SOURCES), the seed offset of the
+    # sampler's step noise (ENSD; never the initial noise) and the initial noise's scale (img2img only).
+    randn_source: str = "GPU"
+    eta_noise_seed_delta: int = 0
+    initial_noise_multiplier: float = 1.0
     batch_size: int = 1
     n_iter: int = 1  # batch count
     # Inpainting: a mask (white = redraw) turns the run into an inpaint run.
@@ -50,9 +59,22 @@ class Img2ImgRequest:
     mask_grow: int = 0  # px: > 0 dilates, < 0 erodes, before the blur
     soft_inpainting: bool = False  # per-pixel denoising strength from the blurred mask (differential diffusion)
     color_correction: bool = False  # match the output's colours to the init image (LAB histogram)
+    img2img_fix_steps: bool = False  # A1111's option: run exactly `steps` steps whatever the strength
+    # What colour correction matches (None: each item's own init picture). Loopback passes the ORIGINAL
+    # picture here so that colours cannot drift loop after loop (A1111's p.color_corrections).
+    color_reference_image: Image.Image | None = None
     # One init image per batch item (SD upscale batches its tiles this way); overrides init_image's role.
     batch_images: tuple[Image.Image, ...] = ()
     save_images: bool = True
+    # A1111 options that act on one run (declared, with ranges and defaults, in pipelines/options.py).
+    clip_skip: int = 1  # CLIP_stop_at_last_layers: the hidden state this many layers from the end
+    inpainting_mask_weight: float = 1.0  # 9-channel models: 1 = masked image as conditioning, 0 = whole original
+    background_color: str = "#ffffff"  # img2img_background_color: what transparent init pixels are flattened onto
+    samples_format: str = "png"  # png / jpg / jpeg / webp
+    jpeg_quality: int = 80
+    outdir_samples: Path | None = None  # an already-checked folder (None: the engine's outputs/img2img-images)
+    # What the front end could not apply (ignored fields and options), shown with the result.
+    notices: tuple[str, ...] = ()
     # Free-form extras a front end or script adds to the infotext (e.g. script parameters).
     extra_generation_params: dict[str, Any] = field(default_factory=dict)
 
@@ -81,6 +103,7 @@ class Img2ImgRequest:
         _check_int("seed", self.seed)
         _check_int("subseed", self.subseed)
         _check_range("subseed_strength", self.subseed_strength, 0.0, 1.0)
+        self._validate_noise()
         if not isinstance(self.resize_mode, ResizeMode):
             try:
                 self.resize_mode = ResizeMode(self.resize_mode)
@@ -88,11 +111,23 @@ class Img2ImgRequest:
                 raise RequestError("resize_mode", f"{self.resize_mode!r} is not one of 0, 1, 2, 3") from None
         resolve_sampler(self.sampler_name, self.scheduler)  # raises RequestError on unknown names
         self._validate_inpaint()
+        self._validate_options()
+        if self.color_reference_image is not None and not isinstance(self.color_reference_image, Image.Image):
+            raise RequestError("color_reference_image", "expected a decoded image")
         if self.batch_images:
             if len(self.batch_images) != self.batch_size:
                 raise RequestError("batch_images", f"{len(self.batch_images)} images for batch size {self.batch_size}")
             if self.mask is not None:
                 raise RequestError("batch_images", "per-item init images cannot be combined with a mask")
+
+    def _validate_noise(self) -> None:
+        source = {s.lower(): s for s in RANDN_SOURCES}.get(str(self.randn_source).lower())
+        if source is None:
+            raise RequestError("randn_source", f"{self.randn_source!r} is not one of {', '.join(RANDN_SOURCES)}")
+        self.randn_source = source
+        _check_int("eta_noise_seed_delta", self.eta_noise_seed_delta)
+        _check_range("initial_noise_multiplier", self.initial_noise_multiplier,
+                     NOISE_MULTIPLIER_MIN, NOISE_MULTIPLIER_MAX)
 
     def _validate_inpaint(self) -> None:
         if self.mask is not None and not isinstance(self.mask, Image.Image):
@@ -111,6 +146,19 @@ class Img2ImgRequest:
             except (ValueError, TypeError):
                 allowed = ", ".join(f"{m.value} ({m.name.lower()})" for m in kind)
                 raise RequestError(name, f"{value!r} is not one of {allowed}") from None
+
+    def _validate_options(self) -> None:
+        """The fields A1111 sets from options, checked by the option table's own rules (pipelines/options.py)."""
+        from pipelines.options import BY_FIELD
+
+        for name in ("clip_skip", "inpainting_mask_weight", "background_color", "samples_format", "jpeg_quality"):
+            option = BY_FIELD[name]
+            try:
+                setattr(self, name, option.check(getattr(self, name)))
+            except RequestError as exc:
+                raise RequestError(name, exc.message) from None
+        if self.outdir_samples is not None and not isinstance(self.outdir_samples, Path):
+            raise RequestError("outdir_samples", f"expected a folder path, got {type(self.outdir_samples).__name__}")
 
     def replace(self, **changes: Any) -> "Img2ImgRequest":
         """A copy with some fields changed: scripts derive requests instead of mutating shared ones."""

@@ -24,12 +24,18 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 def flatten_onto_white(img: Image.Image) -> Image.Image:
     """Return an RGB image; any transparency is composited onto white (A1111 `images.flatten`)."""
+    return flatten_onto(img, (255, 255, 255))
+
+
+def flatten_onto(img: Image.Image, color: tuple[int, int, int]) -> Image.Image:
+    """Return an RGB image; any transparency is composited onto `color` (A1111 `images.flatten` with the
+    option img2img_background_color)."""
     has_alpha = img.mode in _ALPHA_MODES or "transparency" in img.info
     if not has_alpha:
         return img.convert("RGB") if img.mode != "RGB" else img.copy()
     rgba = img.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")
+    background = Image.new("RGBA", rgba.size, (*color, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
 
 
 def resize_image(img: Image.Image, mode: ResizeMode, width: int, height: int) -> Image.Image:

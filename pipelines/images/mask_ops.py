@@ -21,14 +21,16 @@ ALPHA_THRESHOLD = 128  # A1111 create_binary_mask: alpha > 128 is "opaque"
 # 1. Where masks come from ----------------------------------------------------------------------------------
 
 
-def mask_from_image(mask_img: Image.Image, *, opaque_is_masked: bool = False) -> Image.Image:
-    """An uploaded/drawn mask as "L". RGBA with some non-opaque alpha: the alpha decides, thresholded at 128
-    (by default transparent = inpaint; `opaque_is_masked=True` for a stroke layer painted on a transparent
-    background, which is what A1111's `create_binary_mask` assumes). Anything else: its greyscale."""
+def mask_from_image(mask_img: Image.Image) -> Image.Image:
+    """An uploaded mask as "L", as A1111's `create_binary_mask` reads it: RGBA with some non-opaque alpha is
+    its alpha thresholded at 128, opaque (alpha > 128) = inpaint (a stroke layer painted on a transparent
+    background); anything else is its greyscale (white = inpaint).
+
+    The other convention, transparent = inpaint, belongs to an *init image* with erased areas and no mask
+    (see mask_from_transparency)."""
     if mask_img.mode == "RGBA" and mask_img.getextrema()[-1] != (255, 255):
         alpha = np.asarray(mask_img.getchannel("A"))
-        masked = alpha > ALPHA_THRESHOLD if opaque_is_masked else alpha <= ALPHA_THRESHOLD
-        return Image.fromarray(masked.astype(np.uint8) * 255, "L")
+        return Image.fromarray((alpha > ALPHA_THRESHOLD).astype(np.uint8) * 255, "L")
     return mask_img.convert("L")
 
 

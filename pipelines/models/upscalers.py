@@ -279,8 +279,8 @@ class UpscalerModels:
 
 # 4. Upscaling -----------------------------------------------------------------------------------------------
 def target_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    """scale x the size, rounded to whole pixels (A1111 also floors to a multiple of 8; we do not)."""
-    return max(1, round(width * scale)), max(1, round(height * scale))
+    """scale x the size, floored to a multiple of 8 as A1111's Upscaler.upscale does (at least 8)."""
+    return max(8, int(width * scale // 8 * 8)), max(8, int(height * scale // 8 * 8))
 
 
 def upscale(image: Image.Image, upscaler: str | int | UpscalerInfo, scale: float,
@@ -288,9 +288,10 @@ def upscale(image: Image.Image, upscaler: str | int | UpscalerInfo, scale: float
             tile: int = 256, tile_overlap: int = 16) -> Image.Image:
     """Upscale image by scale with the named upscaler (A1111 `Upscaler.upscale`).
 
-    "None" returns the image unchanged (no resampling: the caller decides what size it needs). Lanczos and
-    Nearest resize to scale x. A model runs up to three passes until the image covers scale x, and the
-    result is then resized to exactly scale x with Lanczos. Models run in tiles of `tile` input pixels
+    "None" returns the image unchanged (A1111's UpscalerNone: no resampling at all). Lanczos and Nearest
+    resize by scale; a model runs up to three passes until the image covers the target (one pass at scale 1,
+    as A1111: never 3 passes of a 4x model for nothing). The target is scale x the size floored to a
+    multiple of 8, reached at the end with Lanczos as A1111 does. Models run in tiles of `tile` input pixels
     (0: whole image at once) so large images keep memory bounded. A model upscaler needs `models`, the
     owner of loaded upscaler models (ModelManager.upscalers): there is no module-level cache to fall back on.
     """
@@ -298,17 +299,19 @@ def upscale(image: Image.Image, upscaler: str | int | UpscalerInfo, scale: float
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (0 < scale <= 16):
         raise RequestError("scale", f"{scale!r} is not a number in (0, 16]")
     image = image.convert("RGB")
-    dest = target_size(image.width, image.height, scale)
     if info.name == "None":
         return image.copy()
-    if not info.is_model:
-        return image.resize(dest, resample=LANCZOS if info.name == "Lanczos" else NEAREST)
+    dest = target_size(image.width, image.height, scale)
+    if not info.is_model:  # A1111's UpscalerLanczos/UpscalerNearest: scale x, then the final resize below
+        resample = LANCZOS if info.name == "Lanczos" else NEAREST
+        image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), resample)
+        return image if image.size == dest else image.resize(dest, resample=LANCZOS)
     if models is None:
         raise ValueError(f"upscaling with {info.name!r} needs the UpscalerModels that own the loaded models "
                          f"(ModelManager.upscalers)")
     with models.in_use(info.path) as model:
-        for _ in range(MAX_MODEL_PASSES):
-            if image.width >= dest[0] and image.height >= dest[1] and scale != 1:
+        for done in range(MAX_MODEL_PASSES):
+            if image.width >= dest[0] and image.height >= dest[1] and (done > 0 or scale != 1):
                 break
             before = image.size
             image = run_model(model, image, tile=tile, overlap=tile_overlap)
