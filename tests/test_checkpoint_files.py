@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,26 @@ def test_discovers_files_and_diffusers_folders_recursively(tmp_path):
     assert folder.path == (root / "tiny-diffusers").resolve()
     assert folder.short_hash is None and folder.title == "tiny-diffusers"
     assert not any(info.is_demo for info in infos)
+
+
+def test_symlink_loops_are_followed_once_and_linked_folders_are_listed(tmp_path):
+    """A link back up the tree (models/Stable-diffusion/loop -> ..) used to hang start-up at 100% CPU."""
+    root = tmp_path / "Stable-diffusion"
+    _write(root / "a.safetensors", b"a")
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    (root / "sub").mkdir()
+    (root / "sub" / "back").symlink_to(tmp_path, target_is_directory=True)
+    elsewhere = tmp_path / "other-disk"
+    _write(elsewhere / "linked.safetensors", b"l")
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(
+        discover_checkpoints([root], HashCache(tmp_path / "hashes.json"))), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the scan did not finish"
+    assert [info.name for info in result[0]] == ["a", "linked/linked"]
+    assert sorted(p.name for p in discover_vaes([root])) == ["a.safetensors", "linked.safetensors"]
 
 
 def test_a_diffusers_folder_passed_directly_is_one_checkpoint(tmp_path):

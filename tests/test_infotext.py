@@ -1,8 +1,18 @@
 """A1111 infotext format: exact text and round trips (pipelines/io/infotext.py)."""
 
+import random
+import time
+
 import pytest
 
-from pipelines.io.infotext import build_infotext, format_value, parse_infotext, quote_value
+from pipelines.io.infotext import (
+    PARAM_PATTERN,
+    build_infotext,
+    find_params,
+    format_value,
+    parse_infotext,
+    quote_value,
+)
 
 PARAMS = {
     "Steps": 20,
@@ -136,3 +146,34 @@ def test_round_trip_without_negative():
     parsed = parse_infotext(build_infotext("only prompt", "", {"Steps": 3, "Seed": 4, "Sampler": "LMS"}))
     expected = {"Prompt": "only prompt", "Negative prompt": "", "Steps": "3", "Seed": "4", "Sampler": "LMS"}
     assert parsed == expected
+
+
+# Linear-time parsing: the same pairs as A1111's regex, whatever the input ------------------------------------
+def test_find_params_reads_exactly_what_a1111s_regex_reads():
+    """Random lines over the characters that matter (key chars, ':', ',', quotes, escapes, other spaces):
+    the linear scanner and A1111's re_param agree on every one."""
+    rng = random.Random(0)
+    alphabet = ['a', 'b', 'Z', '1', '_', ' ', ' ', '-', '/', ':', ':', ',', ',', '"', '\\', '\t', 'é', '.']
+    for _ in range(20000):
+        line = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        assert find_params(line) == PARAM_PATTERN.findall(line), repr(line)
+
+
+@pytest.mark.parametrize("hostile", [
+    "a" * 1000,  # one long key-character run with no colon (A1111's regex: quadratic)
+    "a b " * 250,  # spaces are key characters too
+    "ab: " + '"x, ' * 250,  # quoted values that never close
+    "ab: x, " * 150 + "-" * 100,
+])
+def test_parsing_time_grows_linearly_with_the_line(hostile):
+    """60,000 characters of a hostile params line parse in about the time of 6,000 x 10 (not 100 x: linear).
+    The margin is generous (the quadratic regex is ~100x); the exact figure is in bench/infotext_parse.py."""
+    def seconds(text):
+        started = time.perf_counter()
+        parse_infotext(f"a prompt\n{text}")
+        return time.perf_counter() - started
+    small, large = hostile * 6, hostile * 60
+    # Alternated, best of 7 each: a busy machine slows both sides alike.
+    timings = [(seconds(small), seconds(large)) for _ in range(7)]
+    best_small, best_large = min(t[0] for t in timings), min(t[1] for t in timings)
+    assert best_large < 30 * max(best_small, 1e-4)

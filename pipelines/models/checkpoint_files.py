@@ -151,9 +151,22 @@ def _is_checkpoint_file(path: Path) -> bool:
 
 
 def _walk_model_paths(root: Path) -> Iterable[tuple[Path, bool]]:
-    """Yields (path, is_diffusers_folder); does not descend into diffusers folders or hidden folders."""
+    """Yields (path, is_diffusers_folder); does not descend into diffusers folders or hidden folders.
+
+    Symbolic links are followed (users link model folders from other disks), but each real directory is
+    visited once: a link back up the tree would otherwise make the walk endless."""
+    visited: set[tuple[int, int]] = set()
     for current, subdirs, files in os.walk(root, followlinks=True):
         current_path = Path(current)
+        try:
+            stat = current_path.stat()
+        except OSError:  # vanished or unreadable meanwhile: nothing to list there
+            subdirs.clear()
+            continue
+        if (stat.st_dev, stat.st_ino) in visited:
+            subdirs.clear()
+            continue
+        visited.add((stat.st_dev, stat.st_ino))
         if DIFFUSERS_MARKER in files:
             subdirs.clear()
             yield current_path, True
