@@ -14,7 +14,14 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.launch_flags import Settings, parse_credentials, parse_flags
+from pipelines.launch_flags import (
+    Settings,
+    api_credentials,
+    create_model_folders,
+    parse_credentials,
+    parse_flags,
+    ui_credentials,
+)
 
 log = logging.getLogger("app")
 
@@ -48,6 +55,7 @@ class AppParts:
 def create_core(settings: Settings) -> AppParts:
     """Device policy -> models -> engine -> interrogator: everything both front ends share."""
     configure_environment()
+    create_model_folders(settings)  # so users see where models go
     from pipelines.device_policy import DevicePolicy
     from pipelines.generation.engine import Engine
     from pipelines.models.model_manager import ModelManager
@@ -58,6 +66,9 @@ def create_core(settings: Settings) -> AppParts:
     models.load(None)
     log.info("Model: %s", models.status_line())
     engine = Engine(models, settings.outputs_dir)
+    from pipelines.io.outputs import sweep_leftovers
+
+    sweep_leftovers(settings.outputs_dir)  # temp files of saves a kill -9 or a full disk interrupted
     # the interrogation and upscaler models belong to the ModelManager (placed by its policy, freed on a
     # checkpoint switch); the front ends reach them through it
     return AppParts(None, engine, models, settings, models.interrogator)
@@ -82,7 +93,8 @@ def launch_kwargs(settings: Settings) -> dict[str, Any]:
     return {
         "server_name": settings.server_name,
         "server_port": settings.server_port,
-        "auth": parse_auth(settings.gradio_auth),
+        "auth": ui_credentials(settings),  # --gradio-auth, else --api-auth: see server_auth.py
+        "max_file_size": int(settings.max_upload_mb * 1024 * 1024),
         "share": settings.share,
         "allowed_paths": [str(settings.outputs_dir)],  # the gallery serves the saved files (infotext kept)
         "show_error": True,  # unexpected exceptions reach the user as a message, not a bare "Error"
@@ -101,11 +113,11 @@ def api_extras(parts: AppParts) -> dict[str, Any]:
             "interrogator": parts.interrogator, "upscalers": lambda: list_upscalers(models_dir)}
 
 
-def install_api(fastapi_app: Any, parts: AppParts) -> None:
+def install_api(fastapi_app: Any, parts: AppParts, guard: Any = None) -> None:
     """--api: the /sdapi/v1 routes on Gradio's own FastAPI app, after launch, as A1111 does."""
     from api import create_api
 
-    create_api(fastapi_app, settings=parts.settings, models=parts.models, engine=parts.engine,
+    create_api(fastapi_app, settings=parts.settings, models=parts.models, engine=parts.engine, guard=guard,
                **api_extras(parts))
     log.info("HTTP API at /sdapi/v1 (docs at /docs)")
 
@@ -118,24 +130,38 @@ def serve_api_only(settings: Settings) -> None:
     serve(build_api_app(settings, parts.models, parts.engine, **api_extras(parts)), settings)
 
 
+def start(settings: Settings) -> tuple[AppParts, Any, str, str | None]:
+    """Build, launch without blocking and secure the UI (+ the API with --api): what main() serves.
+    Returns (parts, Gradio's FastAPI app, local URL, share URL)."""
+    from server_auth import protect_gradio_app
+
+    parts = create_app(settings)
+    fastapi_app, local_url, share_url = parts.blocks.launch(prevent_thread_lock=True, **launch_kwargs(settings))
+    guard = protect_gradio_app(fastapi_app, settings)
+    if settings.api:
+        install_api(fastapi_app, parts, guard)
+    return parts, fastapi_app, local_url, share_url
+
+
 def main(argv: list[str] | None = None) -> None:
+    from startup_checks import listen_warning, port_problem
+
     settings = parse_flags(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_environment()
-    try:
-        auth = parse_auth(settings.gradio_auth)
-        if settings.api or settings.nowebui:
-            parse_credentials(settings.api_auth, "--api-auth")  # a typo stops here, before models load
+    try:  # a typo in a credentials flag stops here, before models load
+        for credentials_of in (ui_credentials, api_credentials):
+            credentials_of(settings)
     except ValueError as exc:
         sys.exit(str(exc))
+    if warning := listen_warning(settings):
+        log.warning(warning)
+    if problem := port_problem(settings):
+        sys.exit(problem)
     if settings.nowebui:
         serve_api_only(settings)
         return
-    parts = create_app(settings)
-    kwargs = launch_kwargs(settings) | {"auth": auth}
-    fastapi_app, local_url, share_url = parts.blocks.launch(prevent_thread_lock=True, **kwargs)
-    if settings.api:
-        install_api(fastapi_app, parts)
+    parts, _, local_url, share_url = start(settings)
     log.info("Serving on %s%s", local_url, f" and {share_url}" if share_url else "")
     parts.blocks.block_thread()
 

@@ -29,11 +29,13 @@ def build_api_app(
     interrogator: Any = None,
     upscalers: Callable[[], Iterable[Any]] | None = None,
     auth: list[tuple[str, str]] | None = None,
+    guard: Callable[..., None] | None = None,
 ) -> Any:
-    """A FastAPI app serving only /sdapi/v1 (plus /docs and /openapi.json)."""
+    """A FastAPI app serving only /sdapi/v1 (plus /docs and /openapi.json, behind the same auth)."""
     from fastapi import FastAPI
 
-    app = FastAPI(title="img2img studio API", description="AUTOMATIC1111-compatible /sdapi/v1 (img2img)")
+    app = FastAPI(title="img2img studio API", description="AUTOMATIC1111-compatible /sdapi/v1 (img2img)",
+                  docs_url=None, redoc_url=None, openapi_url=None)  # create_api serves them behind its auth
     create_api(
         app,
         settings=settings,
@@ -43,6 +45,7 @@ def build_api_app(
         interrogator=interrogator,
         upscalers=upscalers,
         auth=auth,
+        guard=guard,
     )
     return app
 

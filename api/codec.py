@@ -16,13 +16,18 @@ from PIL import Image, PngImagePlugin
 
 from pipelines.fields import RequestError
 from pipelines.io.outputs import PNG_INFO_KEY
+from pipelines.limits import ImageBudget
 
 _DATA_URL = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 
 
-def decode_image(text: object, field: str) -> Image.Image:
-    """Base64 text (or a data: URL) -> a fully loaded PIL image; RequestError(field, ...) otherwise."""
+def decode_image(text: object, field: str, budget: ImageBudget | None = None) -> Image.Image:
+    """Base64 text (or a data: URL) -> a fully loaded PIL image; RequestError(field, ...) otherwise.
+
+    The declared size (read from the header, no pixels decoded yet) is admitted by `budget` (the request's
+    pixel budget; None: one image within the default per-image limit) before anything is decoded."""
+    budget = budget or ImageBudget()
     if not isinstance(text, str):
         raise RequestError(field, f"expected a base64 string, got {type(text).__name__}")
     data = _WHITESPACE.sub("", text)
@@ -36,7 +41,13 @@ def decode_image(text: object, field: str) -> Image.Image:
     except (binascii.Error, ValueError):
         raise RequestError(field, "is not valid base64") from None
     try:
-        image = Image.open(io.BytesIO(raw))
+        image = Image.open(io.BytesIO(raw))  # reads the header only
+    except Image.DecompressionBombError as exc:
+        raise RequestError(field, f"image too large: {exc}") from None
+    except Exception:  # noqa: BLE001 - PIL raises assorted errors (UnidentifiedImageError, OSError, SyntaxError, ...)
+        raise RequestError(field, "is base64 but not a readable image (PNG, JPEG, WebP, ...)") from None
+    budget.admit(field, image.size)  # RequestError naming the field and the limit: nothing decoded yet
+    try:
         image.load()  # decode now: a truncated or corrupt file fails here, not halfway through a job
     except Image.DecompressionBombError as exc:
         raise RequestError(field, f"image too large: {exc}") from None

@@ -21,14 +21,17 @@ from typing import Any
 from api.alwayson import parse_alwayson
 from api.codec import decode_image, encode_png
 from api.errors import ApiError, field_error
+from api.limits import check_before_decoding, check_before_queueing
 from api.models import Img2ImgBody
 from api.scripts import ScriptCatalog
 from api.state import JobTracker
 from pipelines.fields import InpaintArea, RequestError
+from pipelines.generation.progress import JobControl
 from pipelines.generation.queue import IMG2IMG, SCRIPT, JobQueue
 from pipelines.generation.requests import Img2ImgRequest
 from pipelines.generation.samplers import SAMPLER_NAMES, resolve_sampler
 from pipelines.io.infotext import parse_infotext
+from pipelines.limits import Limits
 from pipelines.models.model_manager import ModelManager, ModelNotFound
 from pipelines.options import apply_options
 
@@ -108,16 +111,21 @@ def api_field_error(exc: RequestError, body: Img2ImgBody) -> ApiError:
 
 # 1. Prepare -------------------------------------------------------------------------------------------
 def prepare(body: Img2ImgBody, models: ModelManager, catalog: ScriptCatalog,
-            options: dict[str, Any] | None = None, data_dir: Any = None) -> PreparedJob:
+            options: dict[str, Any] | None = None, data_dir: Any = None, limits: Limits | None = None) -> PreparedJob:
     """`options`: the values POST /options stored (they apply to every run, override_settings on top);
-    `data_dir`: the folder output-folder options must stay in."""
+    `data_dir`: the folder output-folder options must stay in; `limits`: the server's request limits."""
     if not body.init_images:
         raise ApiError(404, "Init image not found", "init_images")  # A1111's text and status
+    limits = limits or Limits()
     _reject_unavailable_features(body)
     alwayson = parse_alwayson(body.alwayson_scripts)
     script = catalog.resolve(body.script_name) if body.script_name else None
-    images = [decode_image(text, f"init_images[{i}]") for i, text in enumerate(body.init_images)]
-    mask = decode_image(body.mask, "mask") if body.mask else None
+    try:
+        budget = check_before_decoding(body, limits)  # counts and prompts, before any image is decoded
+    except RequestError as exc:
+        raise api_field_error(exc, body) from None
+    images = [decode_image(text, f"init_images[{i}]", budget) for i, text in enumerate(body.init_images)]
+    mask = decode_image(body.mask, "mask", budget) if body.mask else None
     request = build_request(body, images, mask)
     changes, notices = _option_changes(body, options or {}, data_dir)
     changes.update(alwayson.changes)
@@ -125,6 +133,7 @@ def prepare(body: Img2ImgBody, models: ModelManager, catalog: ScriptCatalog,
     request = request.replace(**changes, notices=tuple(notices))
     try:
         request.validate()
+        check_before_queueing(request, body, script, models, catalog, limits)
     except RequestError as exc:
         raise api_field_error(exc, body) from None
     overrides = body.override_settings or {}
@@ -188,8 +197,6 @@ def ignored_field_notices(body: Img2ImgBody) -> list[str]:
     """A notice for every A1111 field the client set that this engine does not use (never silent success)."""
     notices = [f"{name} is not applied by this engine; ignored" for name, unused in _IGNORED_FIELDS.items()
                if getattr(body, name) not in (unused, "")]
-    if body.styles:
-        notices.append(f"styles {body.styles!r}: this server has no saved styles; ignored")
     for name in ("seed_resize_from_w", "seed_resize_from_h"):
         if (getattr(body, name) or -1) > 0:
             notices.append(f"{name} is not applied by this engine (seed resize); ignored")
@@ -248,6 +255,7 @@ def build_request(body: Img2ImgBody, images: list, mask) -> Img2ImgRequest:
         inpaint_area=InpaintArea.ONLY_MASKED if only_masked else InpaintArea.WHOLE_PICTURE,
         only_masked_padding=_or(body.inpaint_full_res_padding, 0),
         save_images=bool(body.save_images),
+        styles=tuple(body.styles or ()),  # applied from styles.csv by the engine (unknown names: a notice)
         **extra,
     )
 
@@ -297,10 +305,14 @@ def run_job(
     catalog: ScriptCatalog,
     tracker: JobTracker,
     queue: JobQueue,
+    control: JobControl | None = None,
 ) -> tuple[Any, ModelFacts]:
     """One queued job: override switch, the run, the model facts, the restore. The engine's and the
-    script's own submits run inline inside it (the queue is re-entrant per thread)."""
-    with queue.hold(SCRIPT if job.script else IMG2IMG) as queued:
+    script's own submits run inline inside it (the queue is re-entrant per thread). `control`: the job's
+    (interrupted before its turn -- the client left -- it is dropped without running)."""
+    with queue.hold(SCRIPT if job.script else IMG2IMG, control) as queued:
+        if queued.control.interrupted:
+            raise ApiError(499, "the client closed the connection before the job's turn; dropped")
         tracker.begin("scripts_img2img" if job.script else "img2img", queued.id)
         timestamp = tracker.timestamp
         try:

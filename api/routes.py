@@ -9,6 +9,7 @@ No `from __future__ import annotations` here: FastAPI reads the endpoint annotat
 wrapper (api.errors.json_errors), so they must be real objects, not strings.
 """
 
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,14 +17,16 @@ from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-from fastapi import Body, Depends, FastAPI
+from fastapi import Body, Depends, FastAPI, Request
 
 from api import img2img as img2img_job
-from api import listings
+from api import listings, networks
 from api.alwayson import ALWAYSON_TITLES
-from api.auth import basic_auth_dependency, parse_credentials
+from api.auth import basic_auth_dependency
 from api.codec import decode_image, encode_png, other_text_items
+from api.docs import install_docs
 from api.errors import ApiError, field_error, json_errors
+from api.limits import body_limited_route, cancel_when_disconnected
 from api.models import (
     ImageToImageResponse,
     Img2ImgBody,
@@ -41,12 +44,15 @@ from api.models import (
 from api.scripts import ScriptCatalog
 from api.state import JobTracker, OptionsStore
 from pipelines.fields import RequestError
-from pipelines.generation.engine import VERSION as ENGINE_VERSION
+from pipelines.generation.infotext_params import VERSION as ENGINE_VERSION
+from pipelines.generation.progress import JobControl
 from pipelines.generation.queue import INTERROGATE, SWITCH, JobQueue
 from pipelines.io.infotext import parse_infotext
 from pipelines.io.outputs import read_infotext
-from pipelines.launch_flags import Settings
-from pipelines.options import check_options, option_defaults, samples_dir
+from pipelines.io.styles import StyleDatabase
+from pipelines.launch_flags import Settings, api_credentials
+from pipelines.limits import ImageBudget, Limits
+from pipelines.options import check_options, known_options, option_defaults, samples_dir
 
 log = logging.getLogger("api")
 PREFIX = "/sdapi/v1"
@@ -90,30 +96,26 @@ class SdApi:
         # Jobs wait for their turn in worker threads: their own pool, so waiting jobs never starve the
         # threads that decode and encode images for other requests.
         self.waiters = anyio.CapacityLimiter(64)
+        # Request limits (pipelines/limits.py): the engine's, else the launch flags'.
+        self.limits: Limits = getattr(engine, "limits", None) or Limits.from_settings(settings)
 
     async def _queued(self, kind: str, func: Callable[..., Any], *args: Any) -> Any:
         """func(*args) as one job in the queue, waited for in a worker thread."""
         return await anyio.to_thread.run_sync(self.queue.run, kind, func, *args, limiter=self.waiters)
 
     # img2img ----------------------------------------------------------------------------------------
-    async def img2img(self, body: Img2ImgBody) -> Any:
+    async def img2img(self, body: Img2ImgBody, request: Request) -> Any:
         stored = {k: v for k, v in self.options.as_dict().items() if k != "outdir_img2img_samples"}
         outdir = self.options.as_dict().get("outdir_img2img_samples")
         if outdir != _default_outdir(self.settings):  # the default folder is the engine's own
             stored["outdir_img2img_samples"] = outdir
         job = await anyio.to_thread.run_sync(
-            img2img_job.prepare, body, self.models, self.catalog, stored, self.settings.data_dir
+            img2img_job.prepare, body, self.models, self.catalog, stored, self.settings.data_dir, self.limits
         )
-        result, facts = await anyio.to_thread.run_sync(
-            img2img_job.run_job,
-            job,
-            self.engine,
-            self.models,
-            self.catalog,
-            self.tracker,
-            self.queue,
-            limiter=self.waiters,
-        )
+        control = JobControl()  # the job's own: interrupted if the client leaves (A1111 keeps going)
+        run = functools.partial(anyio.to_thread.run_sync, img2img_job.run_job, job, self.engine, self.models,
+                                self.catalog, self.tracker, self.queue, control, limiter=self.waiters)
+        result, facts = await cancel_when_disconnected(request, run, control, self.queue)
         return await anyio.to_thread.run_sync(img2img_job.respond, job, result, facts, ENGINE_VERSION)
 
     # progress / interrupt / skip (async: never wait behind a job) ------------------------------------
@@ -166,7 +168,7 @@ class SdApi:
 
     # png-info / interrogate ----------------------------------------------------------------------
     def png_info(self, body: PNGInfoRequest) -> Any:
-        image = decode_image(body.image, "image")
+        image = decode_image(body.image, "image", ImageBudget(self.limits))
         geninfo = read_infotext(image) or ""
         return {
             "info": geninfo,
@@ -188,7 +190,7 @@ class SdApi:
             )
         if not body.image:
             raise ApiError(404, "Image not found", "image")  # A1111's text
-        image = await anyio.to_thread.run_sync(decode_image, body.image, "image")
+        image = await anyio.to_thread.run_sync(decode_image, body.image, "image", ImageBudget(self.limits))
         caption = await self._queued(INTERROGATE, self._run_interrogator, model, image.convert("RGB"))
         return {"caption": caption}
 
@@ -218,7 +220,8 @@ class SdApi:
 
     async def set_options(self, values: Annotated[dict[str, Any], Body()]) -> Any:
         """A1111's POST /options: known options are checked (type, range, choices; output folders inside the
-        data dir) before anything is applied; unknown keys are kept as sent."""
+        data dir) before anything is applied; unknown keys are ignored with a notice, never stored."""
+        values, notices = known_options(values)
         try:
             values = check_options(values)
             if values.get("outdir_img2img_samples") not in (None, "", _default_outdir(self.settings)):
@@ -240,7 +243,7 @@ class SdApi:
         if title is not None or vae is not None:
             await self._queued(SWITCH, self._switch_model, title, vae)
         self.options.update({k: v for k, v in values.items() if k not in ("sd_model_checkpoint", "sd_vae")})
-        return None
+        return {"notices": notices}
 
     def _switch_model(self, title: str | None, vae: str | None) -> None:
         if title is not None:
@@ -291,24 +294,32 @@ def create_api(
     interrogator: Any = None,
     upscalers: Callable[[], Iterable[Any]] | None = None,
     auth: list[tuple[str, str]] | None = None,
+    guard: Callable[..., None] | None = None,
 ) -> SdApi:
-    """Mount /sdapi/v1 on `app`. `auth`: Basic credentials; None -> parsed from settings.api_auth.
+    """Mount /sdapi/v1 (and /docs, /openapi.json) on `app`. `auth`: Basic credentials; None -> the
+    launch flags' (--api-auth, else --gradio-auth). `guard`: a ready auth dependency instead (server_auth.py:
+    Basic or the UI's log-in cookie, with the server's log-in throttle).
 
     Mount it before anything that catches every path (gr.mount_gradio_app(app, blocks, path="/")), since
     routes match in order. Returns the SdApi (its tracker and options) for tests and the UI.
     """
-    credentials = auth if auth is not None else parse_credentials(settings.api_auth)
+    credentials = auth if auth is not None else api_credentials(settings)
     api = SdApi(settings, models, engine, scripts, interrogator, upscalers)
-    dependencies = [Depends(basic_auth_dependency(credentials))] if credentials else []
+    if guard is None and credentials:
+        guard = basic_auth_dependency(credentials)
+    dependencies = [Depends(guard)] if guard is not None else []
+
+    body_route = body_limited_route(api.limits.max_body_bytes)  # 413 past --api-max-body-mb
 
     def route(path: str, endpoint: Callable[..., Any], method: str, response_model: Any = None) -> None:
-        app.add_api_route(
+        app.router.add_api_route(  # the router's: it takes the route class
             PREFIX + path,
             json_errors(endpoint),
             methods=[method],
             response_model=response_model,
             dependencies=dependencies,
             tags=["sdapi"],
+            route_class_override=body_route,
         )
 
     route("/img2img", api.img2img, "POST", ImageToImageResponse)
@@ -328,5 +339,8 @@ def create_api(
     route("/scripts", api.scripts, "GET", dict[str, Any])
     route("/refresh-checkpoints", api.refresh_checkpoints, "POST")
     route("/refresh-vae", api.refresh_vae, "POST")
+    # LoRA, embeddings and styles: A1111's lists and refresh calls (api/networks.py)
+    networks.add_routes(route, models, getattr(engine, "styles", None) or StyleDatabase(settings.styles_path))
+    install_docs(app, PREFIX, dependencies)
     app.state.sdapi = api
     return api

@@ -43,6 +43,13 @@ class ScriptCatalog:
         known = ", ".join(repr(n) for n in names) if names else "none (no scripts are installed)"
         raise field_error("script_name", f"script {name!r} not found; known: {known}")
 
+    def check(self, name: str, request: Any, script_args: list) -> None:
+        """Parse and check script_args before the job is queued, when the scripts object can (check());
+        RequestError naming script_args otherwise. Objects without check() are judged by run()."""
+        checker = getattr(self.scripts, "check", None)
+        if checker is not None:
+            checker(name, request, script_args)
+
     def run(self, name: str, request: Any, script_args: list, on_progress: Any, control: Any) -> Any:
         if self.scripts is None:
             raise field_error("script_name", f"script {name!r} not found; no scripts are installed")
@@ -82,6 +89,12 @@ class RegistryScripts:
         from scripts import registry
 
         return registry.script_titles()
+
+    def check(self, name: str, request: Any, script_args: list) -> None:
+        from scripts import registry
+
+        registry.check_script(name, request, script_args, models_dir=self.models_dir,
+                              limits=getattr(self.engine, "limits", None))
 
     def run(self, name: str, request: Any, script_args: list, on_progress: Any, control: Any) -> Any:
         from scripts import registry

@@ -1,5 +1,5 @@
 """What the API remembers between requests: the job it is running (for /progress) and the options clients
-have set (A1111 keeps unknown option keys and returns them).
+have set (known option keys only: A1111 keeps unknown ones, this server ignores them with a notice).
 
 Interrupt and Skip go to the engine's job queue, which only ever arms the RUNNING job; the tracker keeps
 no job control, so a press can never land on an API job still waiting in the queue."""
@@ -98,7 +98,7 @@ class JobTracker:
 
 
 class OptionsStore:
-    """Option keys clients set through POST /options (or kept override_settings): returned as they were."""
+    """Option keys clients set through POST /options (known keys only): returned as they were."""
 
     def __init__(self, defaults: dict[str, Any] | None = None) -> None:
         self._lock = threading.Lock()

@@ -61,6 +61,18 @@ class InpaintArea(enum.IntEnum):
 
 MIN_SIDE, MAX_SIDE = 64, 2048
 MAX_BATCH_SIZE = 8
+MAX_BATCH_COUNT = 100  # n_iter: A1111's Batch count slider (1..100)
+# Seeds: a negative seed means "random"; a fixed one is at most 2**32 - 1, the range A1111 draws from.
+MAX_SEED = 2**32 - 1
+# Prompts: A1111 has no hard limit, but every 75-token chunk is one more text-encoder pass and attention
+# window; 20 chunks (1500 tokens) is far beyond any practical prompt. The character bound is checked first,
+# before tokenising (a CLIP token is rarely under one character of text, so it never cuts a valid prompt).
+PROMPT_CHUNK_TOKENS = 75
+MAX_PROMPT_CHUNKS = 20
+MAX_PROMPT_TOKENS = PROMPT_CHUNK_TOKENS * MAX_PROMPT_CHUNKS
+MAX_PROMPT_CHARS = 32_768
+# A1111's option `emphasis`: how (x:1.2) weights act (pipelines.generation.prompt_chunks). "Original" is its default.
+EMPHASIS_MODES = ("None", "Ignore", "Original", "No norm")
 
 # A1111's option randn_source: where seeded noise is drawn (pipelines.generation.noise). "GPU" is its default.
 RANDN_SOURCES = ("GPU", "CPU", "NV")

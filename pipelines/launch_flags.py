@@ -6,6 +6,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,10 +20,13 @@ class Settings:
     nowebui: bool = False
     api_auth: str | None = None
     gradio_auth: str | None = None
+    max_upload_mb: float = 50.0  # Gradio's max_file_size for uploads to the web UI
     ckpt: Path | None = None
     ckpt_dir: Path | None = None
     vae_path: Path | None = None
     vae_dir: Path | None = None
+    lora_dir: Path | None = None
+    embeddings_dir: Path | None = None
     data_dir: Path = PROJECT_ROOT
     outdir: Path | None = None
     device_id: int | None = None
@@ -37,6 +41,12 @@ class Settings:
     skip_torch_cuda_test: bool = False
     opt_sdp_attention: bool = False
     xformers: bool = False
+    # Request limits (pipelines/limits.py; None: its default)
+    api_max_body_mb: float | None = None
+    max_image_pixels: int | None = None
+    max_request_pixels: int | None = None
+    max_output_pixels: int | None = None
+    max_job_pixels: int | None = None
 
     @property
     def server_name(self) -> str:
@@ -67,6 +77,20 @@ class Settings:
         return dirs
 
     @property
+    def lora_dirs(self) -> list[Path]:
+        """models/Lora (A1111's default), or --lora-dir instead (as A1111's flag replaces it)."""
+        return [self.lora_dir if self.lora_dir is not None else self.models_dir / "Lora"]
+
+    @property
+    def embeddings_dirs(self) -> list[Path]:
+        """<data-dir>/embeddings (A1111's default), or --embeddings-dir instead."""
+        return [self.embeddings_dir if self.embeddings_dir is not None else self.data_dir / "embeddings"]
+
+    @property
+    def styles_path(self) -> Path:
+        return self.data_dir / "styles.csv"
+
+    @property
     def outputs_dir(self) -> Path:
         return self.outdir if self.outdir is not None else self.data_dir / "outputs"
 
@@ -92,10 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nowebui", action="store_true", help="serve the API alone")
     p.add_argument("--api-auth", metavar="USER:PASS[,USER:PASS]", help="HTTP Basic credentials for the API")
     p.add_argument("--gradio-auth", metavar="USER:PASS[,USER:PASS]", help="log-in credentials for the web UI")
+    p.add_argument("--max-upload-mb", type=float, default=50.0, metavar="MB",
+                   help="largest file the web UI accepts as an upload (default 50)")
     p.add_argument("--ckpt", type=Path, help="checkpoint to load at start-up")
     p.add_argument("--ckpt-dir", type=Path, help="an extra folder to search for checkpoints")
     p.add_argument("--vae-path", type=Path, help="a VAE file to use instead of each checkpoint's own")
     p.add_argument("--vae-dir", type=Path, help="an extra folder to search for VAE files")
+    p.add_argument("--lora-dir", type=Path, help="the folder of LoRA files (default <data-dir>/models/Lora)")
+    p.add_argument("--embeddings-dir", type=Path,
+                   help="the folder of textual-inversion embeddings (default <data-dir>/embeddings)")
     p.add_argument("--data-dir", type=Path, default=PROJECT_ROOT, help="base folder for models/, outputs/, cache/")
     p.add_argument("--outdir", type=Path, help="where images are saved (default <data-dir>/outputs)")
     p.add_argument("--device-id", type=int, help="CUDA device index")
@@ -116,7 +145,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-torch-cuda-test", action="store_true", help="accepted for A1111 compatibility")
     p.add_argument("--opt-sdp-attention", action="store_true", help="accepted: PyTorch SDPA attention is always used")
     p.add_argument("--xformers", action="store_true", help="accepted: PyTorch SDPA attention is used instead")
+    _add_limit_flags(p)
     return p
+
+
+def _add_limit_flags(p: argparse.ArgumentParser) -> None:
+    """The request limits (pipelines/limits.py declares them and their defaults)."""
+    from pipelines.limits import MIB, Limits
+
+    def positive(cast: type) -> Any:
+        def parse(text: str) -> Any:
+            value = cast(text)
+            if value <= 0:
+                raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+            return value
+        return parse
+
+    limits = Limits()
+    p.add_argument("--api-max-body-mb", type=positive(float), metavar="MB",
+                   help=f"largest HTTP API request body (default {limits.max_body_bytes // MIB}; answered with 413)")
+    for flag, name, what in (("--max-image-pixels", "max_image_pixels", "one input image, by its declared size"),
+                             ("--max-request-pixels", "max_request_pixels", "all input images of one request"),
+                             ("--max-output-pixels", "max_output_pixels", "one output image (SD upscale)"),
+                             ("--max-job-pixels", "max_job_pixels", "all images one request produces")):
+        p.add_argument(flag, type=positive(int), metavar="PIXELS",
+                       help=f"most pixels in {what} (default {getattr(limits, name)})")
 
 
 def parse_flags(argv: list[str] | None = None) -> Settings:
@@ -127,6 +180,27 @@ def parse_flags(argv: list[str] | None = None) -> Settings:
     data_dir = values["data_dir"].resolve()
     values["data_dir"] = data_dir
     return Settings(**values)
+
+
+# The folders users drop weights into; created under --data-dir at start-up so they can see where models go.
+MODEL_FOLDERS = ("Stable-diffusion", "VAE", "ESRGAN", "BLIP", "CLIP", "Lora")
+
+
+def create_model_folders(settings: Settings) -> None:
+    for name in MODEL_FOLDERS:
+        (settings.models_dir / name).mkdir(parents=True, exist_ok=True)
+
+
+def ui_credentials(settings: Settings) -> list[tuple[str, str]] | None:
+    """Who may log in to the web UI: --gradio-auth, else --api-auth (either flag protects the whole server)."""
+    return parse_credentials(settings.gradio_auth, "--gradio-auth") or parse_credentials(settings.api_auth,
+                                                                                         "--api-auth")
+
+
+def api_credentials(settings: Settings) -> list[tuple[str, str]] | None:
+    """Who may call the HTTP API (HTTP Basic): --api-auth, else --gradio-auth."""
+    return parse_credentials(settings.api_auth, "--api-auth") or parse_credentials(settings.gradio_auth,
+                                                                                   "--gradio-auth")
 
 
 def parse_credentials(text: str | None, flag: str) -> list[tuple[str, str]] | None:

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from pipelines.fields import RequestError
+from pipelines.fields import EMPHASIS_MODES, RequestError
 
 REQUEST, MODEL, IGNORED = "request", "model", "ignored"
+MAX_TEXT_CHARS = 4096  # a text or path option's value (a folder name, a checkpoint title)
 SAMPLES_FORMATS = ("png", "jpg", "jpeg", "webp")
 
 
@@ -47,13 +48,13 @@ class Option:
                 return value
             if isinstance(value, int) and value in (0, 1):
                 return bool(value)
-            raise RequestError(self.key, f"{value!r} is not true or false")
+            raise RequestError(self.key, f"{_clip(repr(value))} is not true or false")
         if self.kind in ("int", "float"):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise RequestError(self.key, f"{value!r} is not a number")
+                raise RequestError(self.key, f"{_clip(repr(value))} is not a number")
             if self.kind == "int":
                 if float(value) != int(value):
-                    raise RequestError(self.key, f"{value!r} is not a whole number")
+                    raise RequestError(self.key, f"{_clip(repr(value))} is not a whole number")
                 value = int(value)
             else:
                 value = float(value)
@@ -63,15 +64,22 @@ class Option:
                 raise RequestError(self.key, f"{value} is outside {_number(self.minimum)}..{_number(self.maximum)}")
             return value
         if not isinstance(value, str):
-            raise RequestError(self.key, f"{value!r} is not text")
+            raise RequestError(self.key, f"{_clip(repr(value))} is not text")
+        if len(value) > MAX_TEXT_CHARS:
+            raise RequestError(self.key, f"{len(value)} characters is more than the limit of {MAX_TEXT_CHARS}")
         if self.kind == "choice":
             for choice in self.choices:
                 if choice.lower() == value.strip().lower():
                     return choice
-            raise RequestError(self.key, f"{value!r} is not one of {', '.join(self.choices)}")
+            raise RequestError(self.key, f"{_clip(repr(value))} is not one of {', '.join(self.choices)}")
         if self.kind == "color":
             return parse_color(self.key, value)
         return value
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """A client's text as it goes into a message: never megabytes of it."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _number(value: float | None) -> str:
@@ -85,7 +93,7 @@ def parse_color(key: str, value: str) -> str:
     if len(digits) == 3:
         digits = "".join(c * 2 for c in digits)
     if len(digits) != 6 or any(c not in "0123456789abcdef" for c in digits):
-        raise RequestError(key, f"{value!r} is not a colour like #ffffff")
+        raise RequestError(key, f"{_clip(repr(value))} is not a colour like #ffffff")
     return "#" + digits
 
 
@@ -110,6 +118,8 @@ OPTIONS: tuple[Option, ...] = (
     # Stable Diffusion section
     Option("CLIP_stop_at_last_layers", "int", 1, "Clip skip", field="clip_skip", minimum=1, maximum=12, step=1,
            infotext="Clip skip"),
+    Option("emphasis", "choice", "Original", "Emphasis mode", field="emphasis", choices=EMPHASIS_MODES,
+           infotext="Emphasis"),
     Option("randn_source", "choice", "GPU", "Random number generator source.", field="randn_source",
            choices=("GPU", "CPU", "NV"), infotext="RNG"),
     Option("sd_model_checkpoint", "text", None, "Stable Diffusion checkpoint", applies=MODEL, ui=False),
@@ -169,6 +179,15 @@ def check_options(values: Mapping[str, Any]) -> dict[str, Any]:
             for key, value in values.items()}
 
 
+def known_options(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """POST /options: the keys this server knows, and a notice per unknown key, which is ignored (A1111 keeps
+    extension settings; storing whatever a client sends would let it grow the server's memory without end)."""
+    known = {key: value for key, value in values.items() if key in BY_KEY}
+    notices = [f"{_clip(repr(key))} is not an option this server knows; ignored" for key in values
+               if key not in BY_KEY]
+    return known, notices
+
+
 def samples_dir(data_dir: Path, value: str, key: str = "outdir_img2img_samples") -> Path:
     """The output folder an option names: relative paths are under the data dir, absolute ones must be too.
     Anything that resolves outside the data dir (.., a symlink out, another root) is refused."""
@@ -202,7 +221,8 @@ def apply_options(values: Mapping[str, Any], request_fields: set[str], *, data_d
         option = BY_KEY.get(key)
         if option is None:
             if unknown_notice:
-                applied.notices.append(f"{source}: {key!r} is not an option this server applies; ignored")
+                applied.notices.append(f"{source}: {_clip(repr(key))} is not an option this server applies; "
+                                       "ignored")
             continue
         if raw is None:
             continue

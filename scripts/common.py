@@ -16,7 +16,7 @@ from pipelines.fields import RequestError
 from pipelines.generation.engine import GenerationResult
 from pipelines.generation.progress import ProgressCallback, ProgressUpdate
 from pipelines.generation.requests import Img2ImgRequest
-from pipelines.io.outputs import dated_output_dir, save_image
+from pipelines.io.outputs import dated_output_dir, save_failure_notice, save_image
 
 Interrogator = Callable[[Image.Image], str]
 
@@ -118,13 +118,17 @@ class Output:
     subseed: int
     infotext: str
     path: Path | None = None
+    notice: str | None = None  # why it was not saved (disk full...): the image is returned all the same
 
 
 def save_output(engine: Any, request: Img2ImgRequest, output: Output, kind: str = "img2img-images") -> Output:
     """Save the image with its infotext when the request saves images (A1111's outputs/<kind>/<date>/)."""
     if request.save_images:
-        output.path = save_image(output.image, output.infotext, dated_output_dir(engine.outputs_root, kind),
-                                 output.seed)
+        try:
+            output.path = save_image(output.image, output.infotext, dated_output_dir(engine.outputs_root, kind),
+                                     output.seed)
+        except OSError as exc:
+            output.notice = save_failure_notice(exc, Path(engine.outputs_root) / kind)
     return output
 
 
@@ -135,6 +139,8 @@ def append_output(result: GenerationResult, output: Output) -> None:
     result.infotexts.append(output.infotext)
     if output.path is not None:
         result.paths.append(output.path)
+    if output.notice is not None and output.notice not in result.notices:
+        result.notices.append(output.notice)
 
 
 DIRECTIONS = ("left", "right", "up", "down")  # outpainting directions, in A1111's order

@@ -11,6 +11,7 @@ from pipelines.fields import RequestError
 from pipelines.generation.engine import GenerationResult
 from pipelines.generation.progress import JobControl, ProgressCallback
 from pipelines.generation.requests import Img2ImgRequest
+from pipelines.limits import Limits
 from scripts import loopback, outpainting_mk2, outpainting_poor_man, sd_upscale
 from scripts.common import Interrogator, ScriptContext
 
@@ -34,6 +35,18 @@ def parse_script_args(name: str, script_args: list[Any] | None, *,
                       models_dir: Path | str | None = None) -> Any:
     """The script's typed params from A1111's positional script_args (RequestError("script_args") if bad)."""
     return find_script(name).parse_script_args(script_args, ScriptContext(models_dir=models_dir))
+
+
+def check_script(name: str, request: Img2ImgRequest, script_args: list[Any] | None, *,
+                 models_dir: Path | str | None = None, limits: Limits | None = None) -> Any:
+    """Parse script_args and check the script's own bounds (its output size) before the job is queued;
+    RequestError("script_args") if bad. Returns the typed params."""
+    module = find_script(name)
+    params = module.parse_script_args(script_args, ScriptContext(models_dir=models_dir))
+    check = getattr(module, "check", None)
+    if check is not None:
+        check(request, params, limits or Limits(), models_dir)
+    return params
 
 
 def run_script(name: str, engine: Any, request: Img2ImgRequest, script_args: list[Any] | None,

@@ -29,7 +29,8 @@ from pipelines.generation.requests import Img2ImgRequest
 from pipelines.images import image_ops
 from pipelines.images.color_correction import apply_color_correction, color_reference
 from pipelines.images.tiles import Tile, merge_tiles, split_tiles
-from pipelines.models.upscalers import list_upscalers, resolve_upscaler, upscale
+from pipelines.limits import Limits
+from pipelines.models.upscalers import list_upscalers, resolve_upscaler, target_size, upscale
 from scripts.common import (
     JobProgress,
     Output,
@@ -86,6 +87,19 @@ def upscaler_choices(models_dir: Path | str | None) -> list[str]:
     return [info.name for info in list_upscalers(models_dir)]
 
 
+def check(request: Img2ImgRequest, params: SdUpscaleParams, limits: Limits,
+          models_dir: Path | str | None = None) -> None:
+    """The upscaled picture (one per n_iter) within the server's output limits, before any work."""
+    image = request.init_image
+    if not isinstance(image, Image.Image):
+        return  # validate() names it
+    size = image.size if params.upscaler == "None" else target_size(image.width, image.height, params.scale)
+    try:
+        limits.check_job("script_args", size[0], size[1], request.n_iter)
+    except RequestError as exc:
+        raise RequestError("script_args", f"{TITLE}: {exc.message}") from None
+
+
 def tile_seeds(start_seed: int, tile_count: int, batch_size: int) -> list[int]:
     """A1111's seeds: batch k starts at start_seed + k (the previous batch's seed + 1), image j adds j.
     So with batch size > 1 neighbouring batches share seeds, exactly as in A1111."""
@@ -104,6 +118,7 @@ def run(engine: Any, request: Img2ImgRequest, params: SdUpscaleParams,
                                           f"the tile size {base.width}x{base.height} (the request's width "
                                           f"x height)")
     info = resolve_upscaler(params.upscaler, context.models_dir)
+    check(base, params, getattr(engine, "limits", None) or Limits())
     control = control or JobControl()
 
     # 2. Upscale to scale x the source, floored to a multiple of 8; "None" tiles the source as it is (A1111).

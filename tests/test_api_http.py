@@ -474,13 +474,14 @@ def test_scripts_list(client):
 
 
 # -- options and override_settings ---------------------------------------------------------------------
-def test_options_round_trip_keeps_unknown_keys(client, titles):
+def test_options_round_trip_ignores_unknown_keys_with_a_notice(client, titles):
     r = client.post(
         f"{V1}/options", json={"my_extension_setting": [1, 2], "samples_format": "png", "jpeg_quality": 90}
     )
     assert r.status_code == 200, r.text
+    assert r.json() == {"notices": ["'my_extension_setting' is not an option this server knows; ignored"]}
     options = client.get(f"{V1}/options").json()
-    assert options["my_extension_setting"] == [1, 2] and options["jpeg_quality"] == 90
+    assert "my_extension_setting" not in options and options["jpeg_quality"] == 90  # never stored (issue 10)
     assert options["sd_model_checkpoint"] == titles[0] and options["sd_vae"] == "Automatic"
     assert len(options["sd_checkpoint_hash"]) == 64
 

@@ -123,6 +123,7 @@ def test_sketch_paints_on_the_image_and_the_composite_is_the_init_image(page, se
     canvas = page.locator("#img2img_sketch canvas").first
     canvas.wait_for()
     time.sleep(0.5)  # let the editor lay the image out before drawing on it
+    canvas.scroll_into_view_if_needed()  # the mouse can only draw on what the viewport shows
     box = canvas.bounding_box()
     y = box["y"] + box["height"] / 2
     page.mouse.move(box["x"] + box["width"] * 0.4, y)

@@ -130,7 +130,9 @@ def test_a_mask_painted_with_the_mouse_is_redrawn_and_the_rest_kept_bit_identica
 
     page.wait_for_function("() => { const c = document.querySelector('#img2maskimg canvas'); "
                            "return c && c.getBoundingClientRect().width > 100; }")
-    box = page.locator("#img2maskimg canvas").first.bounding_box()
+    canvas = page.locator("#img2maskimg canvas").first
+    canvas.scroll_into_view_if_needed()  # the mouse can only draw on what the viewport shows
+    box = canvas.bounding_box()
     y = box["y"] + box["height"] / 2
     page.mouse.move(box["x"] + box["width"] * 0.4, y)
     page.mouse.down()

@@ -38,7 +38,7 @@ def unet_inputs(engine, req):
     DDIM does not scale the model input, so what the UNet sees is the sampler's latents themselves."""
     pipe = engine.models.pipeline("img2img")
     with torch.inference_mode():
-        prepared = engine._prepare(req.replace(), pipe)
+        prepared = engine._prepare(req.replace(), pipe, [], req.steps)
     seen = []
 
     def record(_module, args, kwargs):

@@ -43,7 +43,7 @@ CATEGORY_FILES = {
 
 
 def _tiny_blip(folder: Path) -> None:
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)  # the app creates models/BLIP at start-up
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", *BLIP_WORDS]
     vocab_file = folder.parent / "blip-vocab.txt"
     vocab_file.write_text("\n".join(vocab) + "\n")
@@ -303,3 +303,18 @@ def test_shipped_category_lists():
 def test_caption_options_are_validated(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CaptionOptions(**kwargs)
+
+
+def test_every_missing_model_is_named_at_once_relative_to_the_data_dir(tmp_path):
+    """Issue 10: BLIP and CLIP both missing is one message naming both, as models/BLIP and models/CLIP (the
+    folders under --data-dir), never as absolute paths."""
+    from pipelines.device_policy import DevicePolicy
+    from pipelines.launch_flags import parse_flags
+    from pipelines.models.model_manager import ModelManager
+
+    settings = parse_flags(["--data-dir", str(tmp_path)])
+    models = ModelManager(settings, DevicePolicy.from_settings(settings))
+    ok, reason = models.interrogator.available()
+    assert not ok
+    assert "a BLIP captioning model in models/BLIP/" in reason and "a CLIP model in models/CLIP/" in reason
+    assert str(tmp_path) not in reason

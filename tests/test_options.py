@@ -12,8 +12,9 @@ from pictures import blocky_picture, box_mask
 from PIL import Image
 
 from pipelines.fields import InpaintArea, MaskedContent, MaskMode, RequestError
+from pipelines.generation.conditioning import encode_conditioning
 from pipelines.generation.engine import Engine, batch_seeds
-from pipelines.generation.prompt_encoding import encode_prompts, encode_token_ids
+from pipelines.generation.prompt_encoding import encode_token_ids
 from pipelines.generation.requests import Img2ImgRequest
 from pipelines.io.infotext import parse_infotext
 from pipelines.io.outputs import read_infotext
@@ -120,8 +121,8 @@ def test_clip_skip_is_the_hidden_state_n_from_the_end_through_the_final_layer_no
         expected = getattr(enc, "text_model", enc).final_layer_norm(states[-2])
         assert torch.equal(encode_token_ids(enc, ids, 2), expected)
         assert torch.equal(encode_token_ids(enc, ids, 1), enc(ids)[0])
-        one, _ = encode_prompts(tok, enc, "a cat", "", torch.device("cpu"), 1)
-        two, _ = encode_prompts(tok, enc, "a cat", "", torch.device("cpu"), 2)
+        one = encode_conditioning(tok, enc, "a cat", "", 4, torch.device("cpu"), clip_skip=1).positive.at(0)
+        two = encode_conditioning(tok, enc, "a cat", "", 4, torch.device("cpu"), clip_skip=2).positive.at(0)
     assert not torch.allclose(one, two)
     with pytest.raises(RequestError, match="more than the text encoder"):
         encode_token_ids(enc, ids, len(states))

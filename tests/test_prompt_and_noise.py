@@ -1,8 +1,9 @@
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from pipelines.generation.conditioning import encode_conditioning
 from pipelines.generation.noise import initial_noise, resolve_seed, slerp
-from pipelines.generation.prompt_encoding import chunk_token_ids, encode_prompts
+from pipelines.generation.prompt_chunks import chunk_prompt
 from pipelines.launch_flags import PROJECT_ROOT
 
 TOKENIZER = CLIPTokenizer.from_pretrained(PROJECT_ROOT / "models" / "configs" / "clip-tokenizer")
@@ -20,28 +21,29 @@ def test_shipped_tokenizer_matches_clip():
 
 
 def test_short_prompt_is_one_window_like_diffusers():
-    chunks = chunk_token_ids(TOKENIZER, "a photo of a cat")
+    chunks = chunk_prompt(TOKENIZER, "a photo of a cat").chunks
     expected = TOKENIZER("a photo of a cat", padding="max_length", max_length=77).input_ids
-    assert chunks == [expected]
+    assert [c.tokens for c in chunks] == [expected]
 
 
 def test_long_prompt_is_split_into_75_token_chunks_not_truncated():
-    prompt = ", ".join(f"word{i}" for i in range(60))  # well over 75 tokens
-    n_tokens = len(TOKENIZER(prompt, add_special_tokens=False).input_ids)
-    chunks = chunk_token_ids(TOKENIZER, prompt)
-    assert len(chunks) == -(-n_tokens // 75) >= 2
+    prompt = " ".join(f"word{i}" for i in range(60))  # well over 75 tokens, no comma to break at
+    ids = TOKENIZER(prompt, add_special_tokens=False).input_ids
+    chunks = [c.tokens for c in chunk_prompt(TOKENIZER, prompt).chunks]
+    assert len(chunks) == -(-len(ids) // 75) >= 2
     assert all(len(c) == 77 and c[0] == 49406 and c[-1] == 49407 for c in chunks)
     body = [t for c in chunks for t in c[1:-1]]
-    assert body[:n_tokens] == TOKENIZER(prompt, add_special_tokens=False).input_ids  # nothing dropped
+    assert body[:len(ids)] == ids  # nothing dropped
 
 
 def test_embeddings_pad_negative_to_same_length_and_last_chunk_matters():
     enc = tiny_text_encoder()
-    long_a = "red " * 80 + "cat"
-    long_b = "red " * 80 + "dog"
-    pos, neg = encode_prompts(TOKENIZER, enc, long_a, "", torch.device("cpu"))
-    assert pos.shape == neg.shape == (1, 154, 32)
-    pos_b, _ = encode_prompts(TOKENIZER, enc, long_b, "", torch.device("cpu"))
+    cpu = torch.device("cpu")
+    a = encode_conditioning(TOKENIZER, enc, "red " * 80 + "cat", "", 4, cpu)
+    b = encode_conditioning(TOKENIZER, enc, "red " * 80 + "dog", "", 4, cpu)
+    pos, neg = a.positive.at(0), a.negative.at(0)
+    assert pos.shape == (1, 154, 32) and neg.shape == (1, 77, 32)  # padded with the empty chunk when used
+    pos_b = b.positive.at(0)
     assert torch.equal(pos[:, :77], pos_b[:, :77]) and not torch.equal(pos[:, 77:], pos_b[:, 77:])
 
 

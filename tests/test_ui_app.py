@@ -12,6 +12,7 @@ from PIL import Image
 import app
 from pipelines.launch_flags import parse_flags
 from ui.output_panel import Results
+from ui.top_bar import DEMO_LABEL
 from ui.values import FIELD_NAMES
 
 
@@ -134,7 +135,9 @@ def test_generate_handler_streams_progress_then_the_gallery(parts):
     source = Image.new("RGB", (80, 64), "orange")
     updates = list(handler(parts, "generate")(*generate_values(parts, source, steps=10)))
     progress_texts = [u[4] for u in updates[1:-1]]
-    assert progress_texts and all(t.startswith("step ") and "batch 1/1, ETA" in t for t in progress_texts)
+    assert progress_texts and all("\n\nstep " in t and "batch 1/1, ETA" in t for t in progress_texts)
+    # a real bar (issue 10): the whole run's fraction, then the text and ETA
+    assert all(t.startswith('<progress class="img2img-progress-bar" value="') for t in progress_texts)
     assert updates[0][6] == {"img2img": (80, 64)}  # the image size, for the "Resize by" note
     gallery, results, selected, infotext, text, preview, _, _ = updates[-1]
     assert isinstance(results, Results) and len(results.images) == 1 and results.seeds == [42]
@@ -182,5 +185,116 @@ def test_checkpoint_dropdown_handlers(parts):
         handler(parts, "set_vae")("nope.safetensors")
     checkpoint, vae, status = handler(parts, "refresh")()  # what the widgets show = what is loaded
     assert checkpoint.value == "demo-untrained"
-    assert checkpoint.choices == [("demo-untrained", "demo-untrained")]
+    assert checkpoint.choices == [(DEMO_LABEL, "demo-untrained")]
+    assert "untrained demo" in DEMO_LABEL
     assert vae.value == "Automatic" and "demo model" in status
+
+
+# 3. Hardening (issue 10) ------------------------------------------------------------------------------------
+def test_refresh_on_the_demo_model_keeps_it_chosen_and_listed(parts):
+    from ldm_export import write_checkpoint
+
+    from pipelines.models.demo_model import build_demo_components
+
+    folder = parts.settings.models_dir / "Stable-diffusion"
+    folder.mkdir(parents=True, exist_ok=True)
+    new = folder / "fresh.safetensors"
+    write_checkpoint(build_demo_components(), new)
+    try:
+        checkpoint, _, status = handler(parts, "refresh")()
+        assert checkpoint.value == "demo-untrained"  # the box shows the loaded model
+        values = [value for _, value in checkpoint.choices]
+        assert values[-1] == "demo-untrained" and values[0].startswith("fresh [")
+        assert "demo model" in status
+    finally:
+        new.unlink()
+        parts.models.refresh()
+
+
+def test_every_page_load_reads_the_current_lists(parts):
+    """New browser tabs see the current checkpoint list: a load event runs sync()."""
+    loads = [d for d in parts.blocks.fns.values()
+             if any(t[1] == "load" for t in d.targets) and d.name == "sync"]
+    assert loads, "no page-load event fills the checkpoint box"
+    outputs = [getattr(o, "elem_id", None) for o in loads[0].outputs]
+    assert outputs == ["setting_sd_model_checkpoint", "setting_sd_vae", "model_status"]
+
+
+def test_checkpoint_box_is_empty_only_when_no_model_is_loaded():
+    from ui.top_bar import loaded_title, status_markdown
+
+    class NoModel:
+        skipped = []
+
+        @property
+        def current(self):
+            from pipelines.models.model_manager import NoModelLoaded
+            raise NoModelLoaded("loading x failed: bad file")
+
+        def status_line(self):
+            return self.current
+
+    assert loaded_title(NoModel()) is None
+    assert status_markdown(NoModel()) == "⚠️ **No model is loaded: loading x failed: bad file**"
+
+
+def test_an_unreadable_upload_is_named_and_only_the_active_tab_matters(parts, tmp_path):
+    from gradio.data_classes import FileData
+
+    from ui.values import UnreadableImage
+
+    by_id = {getattr(b, "elem_id", None): b for b in parts.blocks.blocks.values()}
+    garbage = tmp_path / "notes.png"
+    garbage.write_bytes(b"this is not a picture")
+    truncated = tmp_path / "cut.png"
+    Image.new("RGB", (64, 64), "red").save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:80])
+    for path in (garbage, truncated):  # Gradio's preprocess no longer fails the whole event
+        value = by_id["img_inpaint_mask"].preprocess(FileData(path=str(path), orig_name=path.name))
+        assert isinstance(value, UnreadableImage), path
+
+    # at upload: the tab and "not a readable image", and the input is cleared
+    check = next(d.fn for d in parts.blocks.fns.values()
+                 if any(t[1] == "upload" for t in d.targets) and d.inputs == [by_id["img_inpaint_mask"]])
+    warnings = []
+    import ui.modes
+
+    original, ui.modes.gr.Warning = ui.modes.gr.Warning, lambda message, **kw: warnings.append(message)
+    try:
+        assert check(UnreadableImage("cannot identify image file")) is None
+        assert check(Image.new("RGB", (8, 8))) == gr.skip()
+    finally:
+        ui.modes.gr.Warning = original
+    assert warnings == ['the file in "Mask" in the Inpaint upload tab is not a readable image (cannot identify '
+                        'image file); upload a PNG, JPEG or WebP picture']
+
+    # at Generate: a bad file on another tab does not matter; on the active tab it is named
+    args = generate_values(parts, Image.new("RGB", (64, 64)))
+    inputs = next(f for f in parts.blocks.fns.values() if f.name == "generate").inputs
+    args[inputs.index(by_id["img_inpaint_mask"])] = UnreadableImage("cannot identify image file")
+    assert list(handler(parts, "generate")(*args))[-1][4].startswith("Done: 1 image")
+    args[inputs.index(by_id["img2img_image"])] = UnreadableImage("image file is truncated")
+    with pytest.raises(gr.Error, match=r"The file in \"Image for img2img\" in the img2img tab is not a readable "
+                                       r"image \(image file is truncated\)"):
+        list(handler(parts, "generate")(*args))
+
+
+def test_a_failed_run_clears_its_error_badges(parts):
+    """The red "Error" badges stay on the outputs of a failed event until another event updates them: a
+    .failure() follow-up does, for Generate (gallery, progress, preview) and Interrogate (prompt)."""
+    generate = next(d for d in parts.blocks.fns.values() if d.name == "generate")
+    follow = [d for d in parts.blocks.fns.values() if d.trigger_after == generate._id and d.trigger_only_on_failure]
+    assert follow and [o.elem_id for o in follow[0].outputs] == [
+        "img2img_gallery", "html_info_img2img", "img2img_progress", "img2img_preview",
+        "img2img_scale_resolution_preview"]
+    assert follow[0].fn()[2] == ""
+    interrogate = next(d for d in parts.blocks.fns.values() if d.name == "interrogate")
+    follow = [d for d in parts.blocks.fns.values()
+              if d.trigger_after == interrogate._id and d.trigger_only_on_failure]
+    assert follow and [o.elem_id for o in follow[0].outputs] == ["img2img_prompt"]
+
+
+def test_the_loopback_tab_has_one_color_correction_checkbox(parts):
+    labels = [b.label for b in parts.blocks.blocks.values()
+              if isinstance(b, gr.Checkbox) and "Color correction" in (b.label or "")]
+    assert labels == ["Color correction"]

@@ -12,7 +12,7 @@ from PIL import Image
 
 import app
 from pipelines.fields import InpaintArea, MaskedContent, MaskMode, RequestError
-from pipelines.generation.engine import generation_params
+from pipelines.generation.infotext_params import generation_params
 from pipelines.generation.samplers import resolve_sampler
 from pipelines.io.infotext import build_infotext, parse_infotext
 from pipelines.launch_flags import parse_flags

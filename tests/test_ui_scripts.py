@@ -33,6 +33,7 @@ from ui.script_values import (
     split_values,
 )
 from ui.scripts_panel import ScriptsPanel, build_scripts_panel, paste_script
+from ui.values import fields_from_infotext
 
 LOOPBACK, MK2, POOR_MAN, SD_UPSCALE = "Loopback", "Outpainting mk2", "Poor man's outpainting", "SD upscale"
 
@@ -52,7 +53,8 @@ def test_the_dropdown_lists_the_scripts_in_a1111_order():
                                                 (SD_UPSCALE, SdUpscaleParams)])
 def test_controls_come_from_the_params_dataclass_and_its_defaults(title, params_type):
     spec = SCRIPT_SPECS[title]
-    assert sorted(c.name for c in spec.controls) == sorted(f.name for f in dataclasses.fields(params_type))
+    assert sorted([c.name for c in spec.controls] + list(spec.hidden)) == sorted(
+        f.name for f in dataclasses.fields(params_type))
     # The widgets' defaults, read back, are the dataclass's own defaults.
     assert params_from_values(title, defaults(title)) == params_type()
 
@@ -65,7 +67,9 @@ def test_control_ranges_match_a1111():
     assert loop.control("denoising_curve").choices == ("Aggressive", "Linear", "Lazy")
     assert loop.default("denoising_curve") == "Linear"
     assert loop.control("append_interrogation").choices == ("None", "CLIP")
-    assert loop.default("color_correction") is False  # A1111's img2img_color_correction default
+    # One "Color correction" on the page (issue 10): the parameter panel's, which Loopback honours.
+    assert [c.name for c in loop.controls if c.name == "color_correction"] == []
+    assert loop.hidden == ("color_correction",) and loop.default("color_correction") is False
     pixels = poor.control("pixels")
     assert (pixels.minimum, pixels.maximum, pixels.step, poor.default("pixels")) == (8, 256, 8, 128)
     assert poor.default("mask_blur") == 4 and poor.default("masked_content") == "fill"
@@ -83,8 +87,7 @@ def test_control_ranges_match_a1111():
 
 
 def test_slider_values_become_the_dataclass_types():
-    params = params_from_values(LOOPBACK, {**defaults(LOOPBACK), "loops": 2.0, "denoising_curve": "Lazy",
-                                           "color_correction": False})
+    params = params_from_values(LOOPBACK, {**defaults(LOOPBACK), "loops": 2.0, "denoising_curve": "Lazy"})
     assert params == LoopbackParams(loops=2, denoising_curve=DenoisingCurve.LAZY, color_correction=False)
     assert type(params.loops) is int
     up = params_from_values(SD_UPSCALE, {"overlap": 16.0, "scale": 2, "upscaler": "Lanczos"})
@@ -133,10 +136,9 @@ def test_loopback_infotext_selects_loopback_and_restores_its_controls():
     updates = script_from_infotext(parse_infotext(text))
     assert updates.title == LOOPBACK and not updates.warnings
     assert updates.values == {(LOOPBACK, "final_denoising_strength"): 0.3,
-                              (LOOPBACK, "denoising_curve"): "Aggressive",
-                              (LOOPBACK, "color_correction"): True}
-    no_cc = script_from_infotext(parse_infotext("x\nSteps: 3, Seed: 5, Final denoising strength: 0.3"))
-    assert no_cc.values[(LOOPBACK, "color_correction")] is False
+                              (LOOPBACK, "denoising_curve"): "Aggressive"}
+    # "Color correction: True" goes to the parameter panel's one checkbox, which Loopback honours
+    assert fields_from_infotext(parse_infotext(text)).values["color_correction"] is True
 
 
 def test_sd_upscale_infotext_restores_overlap_and_a_known_upscaler():
@@ -166,11 +168,24 @@ def test_script_tabs_pick_their_script_and_plain_tabs_undo_only_that():
     outpaint = tab_scripts.TAB_SCRIPTS["outpaint"]
     assert tab_scripts.TAB_SCRIPTS["loopback"][0] == LOOPBACK
     assert tab_scripts.TAB_SCRIPTS["sd_upscale"][0] == SD_UPSCALE
-    assert script_for_tab(outpaint[0], NO_SCRIPT, False, outpaint[1]) == (POOR_MAN, True)
-    assert script_for_tab(outpaint[0], MK2, False, outpaint[1]) == (None, True)  # the user's choice stays
-    assert script_for_tab(SD_UPSCALE, LOOPBACK, False) == (SD_UPSCALE, True)
-    assert script_for_tab(None, SD_UPSCALE, True) == (NO_SCRIPT, False)  # set by a tab: undone
+    assert script_for_tab(outpaint[0], NO_SCRIPT, False, outpaint[1]) == (POOR_MAN, NO_SCRIPT)
+    assert script_for_tab(outpaint[0], MK2, False, outpaint[1]) == (None, False)  # the user's choice stays
+    assert script_for_tab(SD_UPSCALE, LOOPBACK, False) == (SD_UPSCALE, LOOPBACK)
+    assert script_for_tab(None, SD_UPSCALE, NO_SCRIPT) == (NO_SCRIPT, False)  # set by a tab: undone
+    assert script_for_tab(None, SD_UPSCALE, True) == (NO_SCRIPT, False)
     assert script_for_tab(None, SD_UPSCALE, False) == (None, False)  # chosen in the dropdown: kept
+
+
+def test_visiting_other_tabs_never_loses_the_users_script_choice():
+    """Issue 10: the Script the user chose survives a visit to a script tab and back, and a visit to the tab
+    of the script already chosen pins nothing."""
+    assert script_for_tab(LOOPBACK, LOOPBACK, False) == (None, False)  # Loopback chosen, Loopback tab visited
+    assert script_for_tab(None, LOOPBACK, False) == (None, False)  # back on img2img: still Loopback
+    title, pinned = script_for_tab(LOOPBACK, SD_UPSCALE, False)  # SD upscale chosen, Loopback tab visited
+    assert title == LOOPBACK
+    title, pinned = script_for_tab(SD_UPSCALE, LOOPBACK, pinned)  # then the SD upscale tab
+    assert title == SD_UPSCALE
+    assert script_for_tab(None, SD_UPSCALE, pinned) == (SD_UPSCALE, False)  # back: the user's own choice
 
 
 def test_paste_picks_the_target_tabs_script_else_the_infotexts(tmp_path):
@@ -184,14 +199,13 @@ def test_paste_picks_the_target_tabs_script_else_the_infotexts(tmp_path):
 
     title, pinned, controls = paste(text, "img2img")
     assert (title, pinned) == (LOOPBACK, False)
-    assert controls == {(LOOPBACK, "final_denoising_strength"): 0.3, (LOOPBACK, "denoising_curve"): "Lazy",
-                        (LOOPBACK, "color_correction"): False}
+    assert controls == {(LOOPBACK, "final_denoising_strength"): 0.3, (LOOPBACK, "denoising_curve"): "Lazy"}
     title, pinned, controls = paste(text, "sd_upscale")  # the tab's own script; Loopback's values kept
-    assert (title, pinned) == (SD_UPSCALE, True) and len(controls) == 3
+    assert (title, pinned) == (SD_UPSCALE, NO_SCRIPT) and len(controls) == 2
     plain = "p\nSteps: 3, Seed: 5, Size: 64x64"
     assert paste(plain, "sketch", SD_UPSCALE, True) == (NO_SCRIPT, False, {})  # a tab had set it
     assert paste(plain, "sketch", SD_UPSCALE, False) == (gr.skip(), False, {})  # the user had chosen it
-    assert paste("", "outpaint", MK2, False) == (gr.skip(), True, {})
+    assert paste("", "outpaint", MK2, False) == (gr.skip(), False, {})
 
 
 # 4. The Generate job ----------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from pipelines.fields import RequestError, ResizeMode
-from pipelines.generation.engine import generation_params
+from pipelines.generation.infotext_params import generation_params
 from pipelines.generation.progress import ProgressUpdate
 from pipelines.generation.samplers import resolve_sampler
 from pipelines.io.infotext import build_infotext, parse_infotext
@@ -28,7 +28,8 @@ from ui.values import (
 )
 
 DEFAULTS = {
-    "prompt": "a fox", "negative_prompt": "blurry", "resize_mode": "Just resize", "sampler_name": "Euler a",
+    "prompt": "a fox", "negative_prompt": "blurry", "styles": [], "resize_mode": "Just resize",
+    "sampler_name": "Euler a",
     "scheduler": "Automatic", "steps": 20, "width": 512, "height": 512, "scale": 1.0, "n_iter": 1,
     "batch_size": 1, "cfg_scale": 7, "denoising_strength": 0.75, "seed": -1, "show_extra": False,
     "subseed": -1, "subseed_strength": 0,

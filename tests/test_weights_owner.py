@@ -306,3 +306,74 @@ def test_a_vae_file_deleted_from_disk_is_a_clear_error(data_dir):
     models.set_vae("None")
     models.load("b")
     assert models.current.info.name == "b" and models.vae_choice == "None"
+
+
+# 6. A broken file never leaves the server without a model (issue 10) ---------------------------------------
+def models_dir_with(root: Path, data_dir: Path, files: dict[str, bytes | str]) -> Path:
+    """A data dir whose models/Stable-diffusion holds `files`: bytes as written, a str names a checkpoint of
+    data_dir to copy."""
+    folder = root / "models" / "Stable-diffusion"
+    folder.mkdir(parents=True)
+    for name, content in files.items():
+        source = data_dir / "models" / "Stable-diffusion" / f"{content}.safetensors"
+        (folder / name).write_bytes(source.read_bytes() if isinstance(content, str) else content)
+        if isinstance(content, str):  # the tiny model's sizes, in its sidecar
+            (folder / name).with_suffix(".json").write_bytes(source.with_suffix(".json").read_bytes())
+    return root
+
+
+def test_start_up_skips_an_unreadable_file_that_sorts_first_with_a_warning(data_dir, tmp_path, caplog):
+    root = models_dir_with(tmp_path, data_dir, {"0-corrupt.safetensors": b"\x00garbage",
+                                                "good.safetensors": "a"})
+    models = manager(root)
+    assert models.load(None).name == "good"
+    assert models.current.info.name == "good"
+    assert "Skipping checkpoint 0-corrupt" in caplog.text and "0-corrupt.safetensors" in caplog.text
+    assert "Skipped at start-up (unreadable): " in models.status_line()
+    assert "0-corrupt.safetensors" in models.status_line()
+
+
+def test_start_up_with_only_broken_files_runs_the_demo_model(data_dir, tmp_path):
+    root = models_dir_with(tmp_path, data_dir, {"bad.safetensors": b"nope", "worse.ckpt": b"\x80\x02junk"})
+    models = manager(root)
+    assert models.load(None).is_demo and models.is_demo
+    assert [t.split(" ")[0] for t in models.checkpoint_titles()] == ["bad", "worse", "demo-untrained"]
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors.*|so demo-untrained is loaded again"):
+        models.load("bad")
+    assert models.is_demo  # a failed switch from the demo keeps the demo
+    with pytest.raises(CheckpointError) as caught:
+        models.load("worse")
+    assert "worse.ckpt" in str(caught.value) and "so demo-untrained is loaded again" in str(caught.value)
+    assert models.is_demo
+
+
+def test_the_demo_model_stays_selectable_after_a_switch(data_dir):
+    models = manager(data_dir)
+    models.load("a")
+    assert models.checkpoint_titles()[-1] == "demo-untrained"
+    assert models.find_checkpoint("demo-untrained").is_demo
+    assert models.load("demo-untrained").is_demo and models.is_demo
+    models.refresh()
+    assert "demo-untrained" in models.checkpoint_titles()
+    models.load("a")
+    assert models.current.info.name == "a"
+
+
+def test_a_failed_vae_switch_keeps_the_vae_in_use_and_the_choice(data_dir):
+    broken = data_dir / "models" / "VAE" / "broken.vae.safetensors"
+    broken.write_bytes(b"not a vae")
+    try:
+        models = manager(data_dir)
+        models.load("a")
+        models.set_vae("v.safetensors")
+        in_use = models.current.components.vae
+        with pytest.raises(CheckpointError, match=r"broken\.vae\.safetensors"):
+            models.set_vae("broken.vae.safetensors")
+        assert models.vae_choice == "v.safetensors" and models.current.vae_name == "v.safetensors"
+        assert models.current.components.vae is in_use
+        models.unload()  # no model: the choice is still checked before it is recorded
+        with pytest.raises(CheckpointError):
+            models.set_vae("broken.vae.safetensors")
+        assert models.vae_choice == "v.safetensors"
+    finally:
+        broken.unlink()

@@ -14,6 +14,7 @@ from pipelines.fields import MAX_SIDE, MIN_SIDE
 from pipelines.generation.engine import Engine
 from pipelines.images.image_ops import scaled_size
 from pipelines.io.outputs import read_infotext
+from pipelines.io.styles import StyleDatabase
 from pipelines.launch_flags import Settings
 from pipelines.models.model_manager import ModelManager
 from ui import (
@@ -25,18 +26,21 @@ from ui import (
     tab_scripts,
     tab_sketch,
 )
+from ui.extra_networks_panel import build_extra_networks_panel, wire_extra_networks
 from ui.generation import Finished, Progress, enlarge_preview, request_for, run_in_thread, user_error
 from ui.inpaint_params import InpaintPanel, build_inpaint_panel, wire_inpaint_panel
 from ui.interrogate_button import build_interrogate_button, wire_interrogate
-from ui.modes import ModeTab
+from ui.modes import ModeTab, wire_upload_checks
 from ui.output_panel import OutputPanel, Results, build_output_panel
-from ui.params import TOOLTIPS, ParamsPanel, build_params_panel
+from ui.params import CLAMP_NOTE_JS, TOOLTIPS, ParamsPanel, build_params_panel
 from ui.scripts_panel import ScriptsPanel, build_scripts_panel, wire_script_paste, wire_script_tabs
 from ui.send_to import send_outputs
 from ui.settings_panel import SettingsPanel, build_settings_panel
+from ui.styles_panel import StylesRow, build_styles_row, wire_styles
+from ui.token_counter import counter_tokenizer, wire_token_counters
 from ui.top_bar import GPU_QUEUE, build_top_bar
 from ui.toprow import SHORTCUTS_JS, Toprow, build_toprow
-from ui.values import FIELD_NAMES, finished_text, image_of_value, progress_text, scale_text
+from ui.values import FIELD_NAMES, finished_text, image_of_value, progress_html, scale_text
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +49,21 @@ MAIN_TAB_ID = "img2img"
 MODE_MODULES = (tab_img2img, tab_sketch, tab_inpaint, tab_inpaint_sketch, tab_inpaint_upload)
 MODE_MODULES += tab_scripts.TABS  # Outpaint, Loopback, SD upscale: sub-tabs that pick their script
 SEND_TARGETS = [(m.NAME, getattr(m, "SEND_LABEL", f"Send to {m.NAME}")) for m in MODE_MODULES]
+# Gradio's cache (uploads, shown results) is swept every hour of files older than 6 h, and emptied when the
+# server stops, so uploads do not pile up; saved outputs live in outputs/ and are never touched.
+CACHE_CLEANUP = (3600, 6 * 3600)  # (how often, how old) in seconds: gr.Blocks(delete_cache=...)
 
 PAGE_CSS = """
 .tool { max-width: 2.8em !important; min-width: 2.8em !important; align-self: end; }
 #img2img_generate { min-height: 5.5em; }
+#img2img_progress { min-height: 4.5em; }  /* room for the bar and its line from the start: nothing jumps */
+#img2img_progress progress { width: 100%; height: 1.1em; accent-color: var(--color-accent); }
+#img2img_output_stack { position: relative; }
+#img2img_preview { position: absolute !important; top: 0; left: 0; right: 0; z-index: 5; }
+#img2img_steps label, #img2img_batch_count label, #img2img_batch_size label, #img2img_cfg_scale label,
+#img2img_denoising_strength label { white-space: nowrap; }
+#img2img_subseed_show { align-self: center; }
+.clamp-note { color: var(--color-accent); font-size: var(--text-sm); padding-top: 2px; }
 """
 
 
@@ -57,6 +72,7 @@ def page_js() -> str:
     hints = json.dumps(TOOLTIPS)
     return f"""() => {{
 {SHORTCUTS_JS}
+{CLAMP_NOTE_JS}
 const hints = {hints};
 const apply = () => {{ for (const [id, text] of Object.entries(hints)) {{
   const el = document.getElementById(id); if (el && el.title !== text) el.title = text; }} }};
@@ -71,11 +87,13 @@ def launch_options() -> dict[str, Any]:
 
 
 def build_ui(engine: Engine, models: ModelManager, settings: Settings, interrogator: Any = None) -> gr.Blocks:
-    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as blocks:
+    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as blocks:
         build_top_bar(models, engine.queue)
         with gr.Tabs(elem_id="tabs") as main_tabs:
             with gr.Tab("img2img", id=MAIN_TAB_ID, elem_id="tab_img2img"):
                 toprow = build_toprow()
+                styles = build_styles_row(engine.styles or StyleDatabase(settings.styles_path))
+                networks = build_extra_networks_panel(models)  # A1111's Lora / Textual Inversion tabs
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=1, elem_id="img2img_settings"):
                         mode_state = gr.State(MODE_MODULES[0].NAME)
@@ -89,11 +107,19 @@ def build_ui(engine: Engine, models: ModelManager, settings: Settings, interroga
                         output = build_output_panel(SEND_TARGETS)
             png_info = tab_png_info.build(SEND_TARGETS)
 
-        fields = _ordered_fields(toprow, params, inpaint, settings_panel)
+        fields = _ordered_fields(toprow, styles, params, inpaint, settings_panel)
+        wire_styles(styles, engine.styles or StyleDatabase(settings.styles_path), toprow.prompt,
+                    toprow.negative_prompt)
+        wire_extra_networks(networks, models, toprow.prompt)
         ui = _Wiring(engine, modes, fields, params, output, mode_state, scripts)
         ui.wire_generation(toprow)
         ui.wire_mode_tabs()
+        for mode in modes:
+            wire_upload_checks(mode)  # a file that is not a readable image is refused as it is uploaded
         ui.wire_seed_buttons()
+        counters = [(toprow.prompt, toprow.prompt_counter), (toprow.negative_prompt, toprow.negative_counter)]
+        wire_token_counters(counters, params.fields["steps"], lambda: counter_tokenizer(models),
+                            settings_panel.fields.get("emphasis"))
         ui.wire_send_buttons(main_tabs, mode_tabs, output, png_info)
         wire_inpaint_panel(inpaint, modes, output, png_info)
         wire_script_tabs(scripts, modes, tab_scripts.TAB_SCRIPTS)
@@ -103,9 +129,10 @@ def build_ui(engine: Engine, models: ModelManager, settings: Settings, interroga
     return blocks
 
 
-def _ordered_fields(toprow: Toprow, params: ParamsPanel, inpaint: InpaintPanel,
+def _ordered_fields(toprow: Toprow, styles: StylesRow, params: ParamsPanel, inpaint: InpaintPanel,
                    settings_panel: SettingsPanel) -> list[Any]:
-    by_name = {"prompt": toprow.prompt, "negative_prompt": toprow.negative_prompt, **params.fields,
+    by_name = {"prompt": toprow.prompt, "negative_prompt": toprow.negative_prompt, "styles": styles.dropdown,
+               **params.fields,
                **inpaint.fields, **settings_panel.fields}
     assert set(by_name) == set(FIELD_NAMES), set(by_name) ^ set(FIELD_NAMES)
     return [by_name[name] for name in FIELD_NAMES]
@@ -152,7 +179,7 @@ class _Wiring:
                         if event.preview is not None:
                             big = enlarge_preview(event.preview, request.width, request.height)
                             preview = gr.Image(value=big, visible=True)
-                        yield *skip4, progress_text(event.update), preview, gr.skip(), gr.skip()
+                        yield *skip4, progress_html(event.update), preview, gr.skip(), gr.skip()
                     elif isinstance(event, Finished):
                         yield *self._finished(event), gr.skip(), gr.skip()
             except Exception as exc:  # keep the server up and tell the user what happened
@@ -163,7 +190,9 @@ class _Wiring:
         outputs = [out.gallery, out.results, out.selected, out.infotext, out.progress, out.preview,
                    sizes, note]
         toprow.generate.click(generate, inputs=inputs, outputs=outputs, concurrency_limit=1,
-                              concurrency_id=GPU_QUEUE, show_progress="minimal")
+                              concurrency_id=GPU_QUEUE, show_progress="minimal").failure(
+            after_failure, outputs=[out.gallery, out.infotext, out.progress, out.preview, note], queue=False,
+            show_progress="hidden")
         # Not queued: they must act while the job they stop holds the queue. They reach the job queue's
         # RUNNING job (the UI's or the API's), never one still waiting.
         def interrupt() -> None:
@@ -276,6 +305,12 @@ class _Wiring:
             png_info.send_buttons[target.name].click(
                 _show_main_tab, inputs=png_info.image, outputs=main_tabs, queue=False).then(
                 from_png_info, inputs=[png_info.image, scale, sizes], outputs=outputs, queue=False)
+
+
+def after_failure() -> tuple:
+    """After a failed run (the message is already shown): the red "Error" badges on the run's outputs go (this
+    update completes them), and so do the unfinished progress text and the preview."""
+    return gr.skip(), gr.skip(), "", gr.Image(value=None, visible=False), gr.skip()
 
 
 def _show_main_tab(image: Any) -> Any:

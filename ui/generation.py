@@ -26,7 +26,8 @@ from pipelines.generation.progress import JobControl, ProgressUpdate
 from pipelines.generation.requests import Img2ImgRequest
 from pipelines.models.checkpoint_loader import CheckpointError
 from pipelines.models.model_manager import ModelNotFound
-from ui.modes import ModeTab
+from ui.modes import ModeTab, unreadable_input
+from ui.user_errors import failure, refuse
 from ui.values import describe_error, request_from_fields
 
 log = logging.getLogger(__name__)
@@ -100,14 +101,17 @@ def enlarge_preview(preview: Image.Image, width: int, height: int, limit: int = 
 
 def request_for(mode: ModeTab, mode_values: tuple, field_values: dict[str, Any],
                 resize_tab: str) -> Img2ImgRequest:
-    """The validated request for the active sub-tab; gr.Error (a readable message) when a value is wrong."""
+    """The validated request for the active sub-tab; gr.Error (a readable message) when a value is wrong.
+    Only this tab's inputs are read: an unreadable file on another sub-tab does not matter here."""
+    if (message := unreadable_input(mode, mode_values)) is not None:
+        raise refuse(message[0].upper() + message[1:])
     try:
         mode_fields = dict(mode.read(*mode_values))
         image = mode_fields.pop("init_image", None)
         request = request_from_fields(field_values, image, resize_tab, image_label=mode.label)
         return request.replace(**mode_fields) if mode_fields else request
     except RequestError as exc:
-        raise gr.Error(describe_error(exc)) from None
+        raise refuse(describe_error(exc)) from None
 
 
 def user_error(exc: BaseException) -> gr.Error:
@@ -115,8 +119,7 @@ def user_error(exc: BaseException) -> gr.Error:
     if isinstance(exc, gr.Error):
         return exc
     if isinstance(exc, RequestError):
-        return gr.Error(describe_error(exc))
+        return refuse(describe_error(exc))
     if isinstance(exc, (ModelNotFound, CheckpointError)):
-        return gr.Error(f"Stable Diffusion checkpoint: {exc}")
-    log.error("img2img failed", exc_info=exc)
-    return gr.Error(f"Generation failed: {type(exc).__name__}: {exc}")
+        return refuse(f"Stable Diffusion checkpoint: {exc}")
+    return failure(f"Generation failed: {type(exc).__name__}: {exc}", exc)

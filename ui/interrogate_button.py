@@ -16,6 +16,7 @@ from pipelines.images import image_ops
 from pipelines.models.interrogate import InterrogatorUnavailable
 from ui.modes import ModeTab
 from ui.top_bar import GPU_QUEUE
+from ui.user_errors import failure, refuse
 from ui.values import image_of_value
 
 log = logging.getLogger(__name__)
@@ -46,20 +47,19 @@ def interrogate_prompt(interrogator: Any, image: Image.Image | None, tab_label: 
         gr.Warning(f"No image in the {tab_label} tab to interrogate: upload, drop or paste one first")
         return gr.skip()
     if interrogator is None:
-        raise gr.Error("Interrogate CLIP is not set up in this app")
+        raise refuse("Interrogate CLIP is not set up in this app")
     ok, reason = interrogator.available()
     if not ok:
-        raise gr.Error(reason)
+        raise refuse(reason)
     try:
         picture = image_ops.flatten_onto_white(image)
         if queue is None:
             return interrogator.interrogate(picture)
         return queue.run(INTERROGATE, interrogator.interrogate, picture)
     except InterrogatorUnavailable as exc:
-        raise gr.Error(str(exc)) from None
+        raise refuse(str(exc)) from None
     except Exception as exc:  # keep the server up and say what happened
-        log.error("Interrogate CLIP failed", exc_info=exc)
-        raise gr.Error(f"Interrogate CLIP failed: {type(exc).__name__}: {exc}") from None
+        raise failure(f"Interrogate CLIP failed: {type(exc).__name__}: {exc}", exc) from None
 
 
 def wire_interrogate(button: gr.Button, interrogator: Any, modes: list[ModeTab], mode_state: gr.State,
@@ -74,4 +74,11 @@ def wire_interrogate(button: gr.Button, interrogator: Any, modes: list[ModeTab],
         raise gr.Error(f"unknown img2img mode {mode_name!r}")
 
     button.click(interrogate, inputs=[mode_state, *(c for m in modes for c in m.inputs)], outputs=prompt,
-                 concurrency_limit=1, concurrency_id=GPU_QUEUE, show_progress="minimal")
+                 concurrency_limit=1, concurrency_id=GPU_QUEUE, show_progress="minimal").failure(
+        keep_prompt, outputs=prompt, queue=False, show_progress="hidden")
+
+
+def keep_prompt() -> Any:
+    """After a failed Interrogate (its message is shown): the prompt is kept, and this update takes the red
+    "Error" badge off the prompt box."""
+    return gr.skip()

@@ -8,10 +8,13 @@ and switches to it. Adding a tab = one module + one line in ui/build.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
 from PIL import Image
+
+from ui.values import UnreadableImage, unreadable_message
 
 # Colours of the sketch brush palette (A1111's sketch lets users pick any colour; these are shortcuts).
 SKETCH_COLORS = [
@@ -41,7 +44,7 @@ class ModeTab:
 def sketch_editor(label: str, elem_id: str) -> gr.ImageEditor:
     """The colour-sketch editor: the uploaded image is the background; strokes are painted on a layer with a
     colour brush (palette + free colour picker); the composite is the init image."""
-    return gr.ImageEditor(
+    return tolerant(gr.ImageEditor(
         label=label,
         elem_id=elem_id,
         sources=["upload", "clipboard"],
@@ -53,12 +56,12 @@ def sketch_editor(label: str, elem_id: str) -> gr.ImageEditor:
         transforms=("crop",),
         format="png",
         height=512,
-    )
+    ))
 
 
 def image_input(label: str, elem_id: str) -> gr.Image:
     """A plain image input accepting a click-to-upload, drag-and-drop or a clipboard paste."""
-    return gr.Image(
+    return tolerant(gr.Image(
         label=label,
         elem_id=elem_id,
         sources=["upload", "clipboard"],
@@ -66,4 +69,59 @@ def image_input(label: str, elem_id: str) -> gr.Image:
         image_mode="RGBA",  # transparency is kept; the engine flattens it onto white
         format="png",
         height=512,
-    )
+    ))
+
+
+# Image inputs that never fail before a handler runs ----------------------------------------------------------
+# Gradio decodes every input of an event before calling it; one undecodable file would fail the whole event
+# with "Could not preprocess input component at index N". Generate sends every sub-tab's image, so a bad file
+# on another tab would break it everywhere. These inputs hand over UnreadableImage(reason) instead: only the
+# active tab's inputs are then looked at (ui.generation.request_for), and an upload is checked as it arrives.
+def _tolerant(preprocess: Callable[[Any], Any], payload: Any) -> Any:
+    try:
+        value = preprocess(payload)
+        if isinstance(value, Image.Image):
+            value.load()  # a truncated file fails here, not later deep inside a run
+        return value
+    except Exception as exc:  # noqa: BLE001 - whatever the decoder says is the reason shown to the user
+        reason = str(exc) or type(exc).__name__
+        for path in {getattr(payload, "path", None), getattr(getattr(payload, "background", None), "path", None)}:
+            if path:  # Gradio's cache path means nothing to the user: the file's own name instead
+                reason = reason.replace(str(path), Path(path).name)
+        return UnreadableImage(reason)
+
+
+def tolerant(component: Any) -> Any:
+    """The component, its preprocess made to hand over UnreadableImage instead of failing. (On the instance, not
+    a subclass: Gradio writes a .pyi stub next to the module of every Component subclass.)"""
+    preprocess = component.preprocess
+    component.preprocess = lambda payload: _tolerant(preprocess, payload)
+    return component
+
+
+def unreadable_input(mode: ModeTab, values: tuple) -> str | None:
+    """The message for the first of the tab's inputs that holds an undecodable file, else None."""
+    for widget, value in zip(mode.inputs, values):
+        if isinstance(value, UnreadableImage):
+            what = f"the file in \"{widget.label}\"" if getattr(widget, "label", None) else "the uploaded file"
+            return unreadable_message(mode.label, what, value.reason)
+    return None
+
+
+def check_upload(value: Any, tab_label: str, input_label: str) -> Any:
+    """The .upload check of a plain image input: a file that is not a readable image is refused at once with
+    a message naming the tab, and the input is cleared; a good one is left as it is."""
+    if not isinstance(value, UnreadableImage):
+        return gr.skip()
+    gr.Warning(unreadable_message(tab_label, f"the file in \"{input_label}\"", value.reason), duration=15)
+    return None
+
+
+def wire_upload_checks(mode: ModeTab) -> None:
+    """Every plain image input of the tab checks its upload. (An ImageEditor is not listened to: any listener
+    reading one makes the browser send all its layers again at every later update; Generate checks it.)"""
+    for widget in mode.inputs:
+        if isinstance(widget, gr.Image):
+            # queued (the warning reaches the page only through the queue), but never behind a running job
+            widget.upload(lambda value, label=widget.label: check_upload(value, mode.label, label),
+                          inputs=widget, outputs=widget, concurrency_limit=None, show_progress="hidden")

@@ -50,10 +50,12 @@ def build_output_panel(send_targets: list[tuple[str, str]]) -> OutputPanel:
     results = gr.State(Results())
     selected = gr.State(None)
     progress = gr.Markdown("", elem_id="img2img_progress")
-    preview = gr.Image(label="Preview", elem_id="img2img_preview", interactive=False, visible=False,
-                       height=384, format="jpeg")
-    gallery = gr.Gallery(label="Output", elem_id="img2img_gallery", columns=4, height=512,
-                         object_fit="contain", format="png", interactive=False, preview=True)
+    # The live preview lies over the gallery (page CSS) instead of pushing it down while a run goes.
+    with gr.Column(elem_id="img2img_output_stack"):
+        preview = gr.Image(label="Preview", elem_id="img2img_preview", interactive=False, visible=False,
+                           height=512, format="jpeg")
+        gallery = gr.Gallery(label="Output", elem_id="img2img_gallery", columns=4, height=512,
+                             object_fit="contain", format="png", interactive=False, preview=True)
     with gr.Row(elem_id="image_buttons_img2img"):
         buttons = {name: gr.Button(label, elem_id=f"img2img_send_to_{name}", size="sm")
                    for name, label in send_targets}

@@ -38,6 +38,30 @@ def tool_button(icon: str, elem_id: str, tooltip: str) -> gr.Button:
     return gr.Button(icon, elem_id=elem_id, elem_classes=["tool"], size="sm", scale=0, min_width=40)
 
 
+# A slider's number box takes any number, and Gradio silently puts one outside the range back into it when
+# the box loses focus (steps 0 runs 1). Say so under the slider, naming the field. Runs once on page load; the
+# capture-phase listener sees the typed value before Gradio's own blur handler clamps it.
+CLAMP_NOTE_JS = """
+document.addEventListener('blur', (e) => {
+  const box = e.target;
+  if (!(box instanceof HTMLInputElement) || box.type !== 'number' || box.value === '') return;
+  const block = box.closest('.block');
+  if (!block || !block.querySelector('input[type=range]')) return;
+  const value = Number(box.value), min = Number(box.min), max = Number(box.max);
+  let note = block.querySelector('.clamp-note');
+  if (Number.isNaN(value) || (value >= min && value <= max)) { if (note) note.remove(); return; }
+  const title = block.querySelector('[data-testid="block-info"]') || block.querySelector('label');
+  const label = (title ? title.textContent : block.id).trim();
+  const used = value < min ? min : max;
+  if (!note) { note = document.createElement('div'); note.className = 'clamp-note'; block.appendChild(note); }
+  note.textContent = `${label}: ${value} is ${value < min ? 'below the minimum' : 'above the maximum'}, ` +
+                     `so ${used} is used`;
+  clearTimeout(note.timer);
+  note.timer = setTimeout(() => note.remove(), 10000);
+}, true);
+"""
+
+
 def build_params_panel() -> ParamsPanel:
     f: dict[str, Any] = {}
     f["resize_mode"] = gr.Radio(list(RESIZE_MODE_CHOICES), value=RESIZE_MODE_CHOICES[0], label="Resize mode",
@@ -47,7 +71,8 @@ def build_params_panel() -> ParamsPanel:
                                         elem_id="img2img_sampling")
         f["scheduler"] = gr.Dropdown(list(SCHEDULE_TYPES), value="Automatic", label="Schedule type",
                                      elem_id="img2img_scheduler")
-        f["steps"] = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id="img2img_steps")
+        f["steps"] = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id="img2img_steps",
+                               min_width=220)
     with gr.Row():
         with gr.Column(scale=4):
             resize_tab = gr.State(RESIZE_TO)
@@ -82,7 +107,9 @@ def build_params_panel() -> ParamsPanel:
         f["seed"] = gr.Number(value=-1, precision=0, label="Seed", elem_id="img2img_seed", scale=4)
         random_seed = tool_button("🎲", "img2img_random_seed", "Set seed to -1: a new random seed every time")
         reuse_seed = tool_button("♻️", "img2img_reuse_seed", "Reuse the seed of the selected output image")
-        f["show_extra"] = gr.Checkbox(False, label="Extra", elem_id="img2img_subseed_show", scale=1)
+        # no box of its own (an empty-looking box as tall as the seed field otherwise), as A1111's
+        f["show_extra"] = gr.Checkbox(False, label="Extra", elem_id="img2img_subseed_show", scale=0,
+                                      min_width=90, container=False)
     with gr.Row(visible=False, equal_height=True) as extra_row:
         f["subseed"] = gr.Number(value=-1, precision=0, label="Variation seed", elem_id="img2img_subseed",
                                  scale=4)

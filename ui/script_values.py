@@ -47,6 +47,9 @@ class ScriptSpec:
     controls: tuple[Control, ...]  # in display order; one per field of params_type
     hint: str = ""  # shown above the controls
     key: str = ""  # short name for elem_ids: "script_<key>_<field>"
+    # params fields with no control of their own: their dataclass default is used (a control elsewhere in the
+    # page already stands for them)
+    hidden: tuple[str, ...] = ()
 
     def default(self, name: str) -> Any:
         """The widget's default: the params dataclass's own default for that field."""
@@ -70,9 +73,9 @@ SCRIPT_SPECS: dict[str, ScriptSpec] = {spec.title: spec for spec in (
                 choices=tuple(c.value for c in loopback.DenoisingCurve)),
         Control("append_interrogation", "Append interrogated prompt at each iteration", "radio",
                 choices=INTERROGATION_CHOICES),
-        Control("color_correction", "Color correction: match every loop to the original image's colours",
-                "checkbox"),
-    ), key="loopback"),
+        # One "Color correction" on the page: the parameter panel's (the request's color_correction), which
+        # Loopback honours for every loop; the script's own flag stays for callers of the engine.
+    ), key="loopback", hidden=("color_correction",)),
     ScriptSpec(outpainting_mk2.TITLE, outpainting_mk2.OutpaintingMk2Params, (
         Control("pixels", "Pixels to expand", "slider", 8, 256, 8),
         Control("mask_blur", "Mask blur", "slider", 0, 64, 1),
@@ -99,8 +102,8 @@ SCRIPT_SPECS: dict[str, ScriptSpec] = {spec.title: spec for spec in (
 )}
 SCRIPT_CHOICES = (NO_SCRIPT, *script_titles())
 assert set(SCRIPT_SPECS) == set(script_titles()), "a script without a UI spec (or a spec without a script)"
-for _spec in SCRIPT_SPECS.values():  # every params field has exactly one control, and no control more
-    assert sorted(c.name for c in _spec.controls) == sorted(
+for _spec in SCRIPT_SPECS.values():  # every params field has exactly one control (or is hidden), no control more
+    assert sorted([c.name for c in _spec.controls] + list(_spec.hidden)) == sorted(
         f.name for f in dataclasses.fields(_spec.params_type)), _spec.title
 
 # Every control of every script, in the order the generate handler receives their values (after the dropdown).
@@ -192,8 +195,7 @@ def script_from_infotext(parsed: Mapping[str, Any], upscalers: Sequence[str] = (
                 out.warnings.append(f"Denoising curve: {curve!r} is not one of {choices}")
             else:
                 out.values[(title, "denoising_curve")] = canonical
-        # Loopback's infotext says "Color correction: True" whenever it corrected colours.
-        out.values[(title, "color_correction")] = str(parsed.get("Color correction", "")).lower() == "true"
+        # "Color correction: True" is pasted into the parameter panel's checkbox (ui.values), which Loopback uses.
     if "SD upscale overlap" in parsed or "SD upscale upscaler" in parsed:
         title = sd_upscale.TITLE
         out.title = title
@@ -247,17 +249,20 @@ def _number(out: ScriptUpdates, parsed: Mapping[str, Any], key: str, target: tup
 
 
 # 3. Sub-tabs that stand for a script ------------------------------------------------------------------------
-def script_for_tab(tab_script: str | None, current: str, pinned: bool, keep: Sequence[str] = ()
-                   ) -> tuple[str | None, bool]:
+def script_for_tab(tab_script: str | None, current: str, pinned: bool | str, keep: Sequence[str] = ()
+                   ) -> tuple[str | None, bool | str]:
     """The Script dropdown's value after a sub-tab is chosen, and whether a tab chose it ("pinned").
 
-    A script tab (tab_script set) selects its script, unless the dropdown already holds one of `keep`
-    (the Outpaint tab keeps "Outpainting mk2" when the user picked it). A plain tab puts the dropdown back to
-    None only when a script tab had set it; a script the user chose in the dropdown stays. None for the
-    value means: leave the dropdown as it is.
+    A script tab (tab_script set) selects its script, unless the dropdown already holds it or one of `keep`
+    (the Outpaint tab keeps "Outpainting mk2" when the user picked it); it remembers what the user had chosen
+    ("pinned" holds that title). A plain tab puts the user's own choice back when a script tab had changed
+    it; a script the user chose in the dropdown stays. None for the value means: leave the dropdown as it is.
+    `pinned`: False (no tab changed the dropdown), the title to restore, or True (restore None).
     """
     if tab_script is not None:
-        return (None if current in keep or current == tab_script else tab_script), True
+        if current in keep or current == tab_script:
+            return None, pinned  # already there: nothing changed, nothing to undo later
+        return tab_script, (pinned or current or NO_SCRIPT)
     if pinned:
-        return NO_SCRIPT, False
+        return (NO_SCRIPT if pinned is True else pinned), False
     return None, False

@@ -38,6 +38,7 @@ from ui.script_values import (
     script_from_infotext,
     split_values,
 )
+from ui.user_errors import refuse
 from ui.values import describe_error
 
 log = logging.getLogger(__name__)
@@ -82,14 +83,14 @@ class ScriptsPanel:
             title, script_values = split_values(values)
             params = params_from_values(title, script_values)
         except RequestError as exc:
-            raise gr.Error(describe_error(exc)) from None
+            raise refuse(describe_error(exc)) from None
         if params is None:
             return lambda on_progress, control: engine.img2img(request, on_progress, control)
         interrogate = None
         if getattr(params, "append_interrogation", None) is loopback.AppendInterrogation.CLIP:
             ok, reason = interrogator_status(self.interrogator)
             if not ok:
-                raise gr.Error(f"Loopback: append interrogated prompt 'CLIP' is unavailable. {reason}")
+                raise refuse(f"Loopback: append interrogated prompt 'CLIP' is unavailable. {reason}")
             interrogate = self.interrogator.interrogate
         log.info("UI: running script %s with %s", title, params)
         return lambda on_progress, control: registry.run_with_params(
@@ -109,7 +110,7 @@ def build_scripts_panel(models_dir: Path | None, interrogator: Any = None) -> Sc
                 hints[spec.title] = gr.Markdown(spec.hint, elem_id=f"script_{spec.key}_hint")
             for control in spec.controls:
                 if control.kind == "upscaler":
-                    with gr.Row(equal_height=True):
+                    with gr.Group(), gr.Row(equal_height=True):  # the refresh button inside the radio's box
                         controls[(spec.title, control.name)] = _widget(spec, control, models_dir,
                                                                        interrogator)
                         refresh = tool_button("🔄", f"script_{spec.key}_refresh",

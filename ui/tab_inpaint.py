@@ -22,7 +22,7 @@ from PIL import Image
 
 from pipelines.images.mask_ops import ALPHA_THRESHOLD, mask_from_transparency
 from pipelines.launch_flags import Settings
-from ui.modes import ModeTab
+from ui.modes import ModeTab, tolerant
 
 NAME, LABEL, TAB_ID = "inpaint", "Inpaint", "img2img_inpaint_tab"
 SEND_LABEL = "Send to inpaint"
@@ -34,7 +34,7 @@ MASK_BRUSH_COLORS = [("#ffffff", 0.7), ("#000000", 0.7)]
 def mask_editor(label: str, elem_id: str) -> gr.ImageEditor:
     """An editor to paint a mask on the uploaded image: fixed brush colours, eraser, undo; no crop (the mask
     must stay aligned with the picture)."""
-    return gr.ImageEditor(
+    return tolerant(gr.ImageEditor(
         label=label,
         elem_id=elem_id,
         sources=["upload", "clipboard"],
@@ -46,7 +46,7 @@ def mask_editor(label: str, elem_id: str) -> gr.ImageEditor:
         transforms=(),
         format="png",
         height=512,
-    )
+    ))
 
 
 def mask_from_strokes(layers: list[Any], size: tuple[int, int]) -> Image.Image | None:

@@ -25,7 +25,7 @@ def read_inpaint_upload(image: Image.Image | None, mask: Any) -> dict[str, Any]:
     if mask is None:
         raise RequestError("mask", f"no mask in the {LABEL} tab: upload a black-and-white mask (white = redraw)")
     try:
-        check_image(mask)
+        check_image(mask, LABEL)
     except RequestError as exc:
         raise RequestError("mask", exc.message.replace("uploaded file", "mask file")) from None
     return {"init_image": image, "mask": mask}

@@ -12,8 +12,10 @@ import gradio as gr
 
 from pipelines.generation.queue import SWITCH, JobQueue
 from pipelines.models.checkpoint_loader import CheckpointError
-from pipelines.models.model_manager import ModelManager, ModelNotFound
+from pipelines.models.components import DEMO_MODEL_NAME
+from pipelines.models.model_manager import ModelManager, ModelNotFound, NoModelLoaded
 from ui.params import tool_button
+from ui.user_errors import refuse
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +31,33 @@ class TopBar:
     status: gr.Markdown
 
 
+# How the demo model is listed: always there (to fall back on), and clearly not a real model.
+DEMO_LABEL = f"{DEMO_MODEL_NAME} (embedded untrained demo: noise-like images)"
+
+
 def status_markdown(models: ModelManager) -> str:
-    line = models.status_line()
-    return f"⚠️ **{line}**" if models.is_demo else line
+    try:
+        line = models.status_line()
+    except NoModelLoaded as exc:
+        return f"⚠️ **No model is loaded: {exc}**"
+    return f"⚠️ **{line}**" if models.is_demo or getattr(models, "skipped", None) else line
+
+
+def checkpoint_choices(models: ModelManager) -> list[tuple[str, str]]:
+    """(label, title) of every checkpoint, the demo model last under DEMO_LABEL."""
+    return [(DEMO_LABEL if title == DEMO_MODEL_NAME else title, title) for title in models.checkpoint_titles()]
+
+
+def loaded_title(models: ModelManager) -> str | None:
+    try:
+        return models.current.info.title
+    except NoModelLoaded:
+        return None
 
 
 def build_top_bar(models: ModelManager, queue: JobQueue) -> TopBar:
     with gr.Row(elem_id="quicksettings"):
-        checkpoint = gr.Dropdown(models.checkpoint_titles(), value=models.current.info.title,
+        checkpoint = gr.Dropdown(checkpoint_choices(models), value=loaded_title(models),
                                  label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint",
                                  scale=3)
         refresh_ckpt = tool_button("🔄", "refresh_sd_model_checkpoint", "Refresh the checkpoint list")
@@ -49,17 +70,17 @@ def build_top_bar(models: ModelManager, queue: JobQueue) -> TopBar:
         try:
             queue.run(SWITCH, models.load, title)
         except (ModelNotFound, CheckpointError) as exc:
-            raise gr.Error(f"Stable Diffusion checkpoint: {exc}") from None
+            raise refuse(f"Stable Diffusion checkpoint: {exc}") from None
         log.info("UI: switched to %s", title)
 
     def set_vae(choice: str):
         try:
             queue.run(SWITCH, models.set_vae, choice)
         except (ModelNotFound, CheckpointError) as exc:
-            raise gr.Error(f"SD VAE: {exc}") from None
+            raise refuse(f"SD VAE: {exc}") from None
 
     def sync():  # what the widgets show = what is loaded (also after a failed load)
-        return (gr.Dropdown(choices=models.checkpoint_titles(), value=models.current.info.title),
+        return (gr.Dropdown(choices=checkpoint_choices(models), value=loaded_title(models)),
                 gr.Dropdown(choices=models.vae_choices(), value=models.vae_choice), status_markdown(models))
 
     def refresh():
@@ -75,4 +96,6 @@ def build_top_bar(models: ModelManager, queue: JobQueue) -> TopBar:
     # Refresh may hash new files (seconds for a big checkpoint): queued, but not behind a running job.
     refresh_ckpt.click(refresh, outputs=outputs, concurrency_limit=None)
     refresh_vae.click(refresh, outputs=outputs, concurrency_limit=None)
+    # Each page load shows the current lists and model, not those of the moment the page was built.
+    gr.on(None, sync, outputs=outputs, queue=False)
     return TopBar(checkpoint, vae, status)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from ui.token_counter import build_counter
+
 
 @dataclass
 class Toprow:
@@ -14,6 +16,8 @@ class Toprow:
     generate: gr.Button
     interrupt: gr.Button
     skip: gr.Button
+    prompt_counter: gr.HTML | None = None  # A1111's "12/75" token counters (ui.token_counter)
+    negative_counter: gr.HTML | None = None
 
 
 def build_toprow() -> Toprow:
@@ -22,14 +26,16 @@ def build_toprow() -> Toprow:
             prompt = gr.Textbox(label="Prompt", elem_id="img2img_prompt", lines=3, max_lines=12,
                                 placeholder="Prompt\n(Press Ctrl+Enter to generate, Alt+Enter to skip, "
                                             "Esc to interrupt)")
+            prompt_counter = build_counter("img2img_token_counter")
             negative = gr.Textbox(label="Negative prompt", elem_id="img2img_neg_prompt", lines=2,
                                   max_lines=12, placeholder="Negative prompt\n(Press Ctrl+Enter to generate)")
+            negative_counter = build_counter("img2img_negative_token_counter")
         with gr.Column(scale=1, min_width=180):
             generate = gr.Button("Generate", variant="primary", elem_id="img2img_generate", size="lg")
             with gr.Row():
                 interrupt = gr.Button("Interrupt", variant="stop", elem_id="img2img_interrupt", size="sm")
                 skip = gr.Button("Skip", elem_id="img2img_skip", size="sm")
-    return Toprow(prompt, negative, generate, interrupt, skip)
+    return Toprow(prompt, negative, generate, interrupt, skip, prompt_counter, negative_counter)
 
 
 # Keyboard shortcuts as A1111's: Ctrl/Cmd+Enter generates, Alt+Enter skips, Esc interrupts (while a prompt

@@ -2,7 +2,7 @@
 
 - widget values -> a validated Img2ImgRequest (`request_from_fields`)
 - a parsed infotext -> widget values (`fields_from_infotext`, used by PNG Info and "Send to")
-- a progress report -> the text under the preview (`progress_text`)
+- a progress report -> the text under the preview (`progress_text`), with a bar (`progress_html`)
 - an ImageEditor value -> the init image (`image_from_editor`)
 """
 
@@ -30,6 +30,7 @@ from pipelines.options import BY_FIELD, ui_options
 FIELD_LABELS: dict[str, str] = {
     "prompt": "Prompt",
     "negative_prompt": "Negative prompt",
+    "styles": "Styles",  # saved styles (styles.csv), applied by the engine as the run starts
     "resize_mode": "Resize mode",
     "sampler_name": "Sampling method",
     "scheduler": "Schedule type",
@@ -99,6 +100,7 @@ def request_from_fields(fields: Mapping[str, Any], init_image: Image.Image | Non
         init_image=image,
         prompt=fields.get("prompt") or "",
         negative_prompt=fields.get("negative_prompt") or "",
+        styles=tuple(fields.get("styles") or ()),
         width=width,
         height=height,
         resize_mode=_RESIZE_MODE_BY_LABEL[mode_label],
@@ -160,16 +162,32 @@ def _choice_index(name: str, label: Any, choices: tuple[str, ...]) -> int:
     return choices.index(label)
 
 
+@dataclass(frozen=True)
+class UnreadableImage:
+    """What an image input holds when its file could not be decoded (ui.modes' tolerant inputs): the reason.
+    Only the active sub-tab's inputs are looked at, so a bad file elsewhere never breaks Generate."""
+
+    reason: str
+
+
+def unreadable_message(tab: str, what: str = "the uploaded file", reason: str = "") -> str:
+    """"the uploaded file in the Inpaint upload tab is not a readable image (...)": the words users see."""
+    return (f"{what} in the {tab} tab is not a readable image" + (f" ({reason})" if reason else "")
+            + "; upload a PNG, JPEG or WebP picture")
+
+
 def check_image(image: Any, label: str = "img2img") -> Image.Image:
     """The decoded image, or RequestError("init_image") saying it is missing or unreadable."""
     if image is None:
         raise RequestError("init_image", f"no image in the {label} tab: upload, drop or paste one first")
+    if isinstance(image, UnreadableImage):
+        raise RequestError("init_image", unreadable_message(label, reason=image.reason))
     if not isinstance(image, Image.Image):
         raise RequestError("init_image", f"expected an image, got {type(image).__name__}")
     try:
         image.load()  # a truncated or corrupt upload fails here, not deep inside the engine
     except (OSError, ValueError, SyntaxError) as exc:
-        raise RequestError("init_image", f"the uploaded file is not a readable image ({exc})") from None
+        raise RequestError("init_image", unreadable_message(label, reason=str(exc))) from None
     return image
 
 
@@ -237,13 +255,15 @@ _INFOTEXT_FIELDS: dict[str, tuple[str, Any]] = {
     "ENSD": ("eta_noise_seed_delta", int),
     "Eta": ("eta", float),
     "RNG": ("randn_source", str),
+    "Emphasis": ("emphasis", str),
 }
 # Keys the engine leaves out when they hold the default; a params line without them means that default
 # (for the inpaint keys A1111's paste does the same).
 _OMITTED_DEFAULTS = {"Schedule type": "Automatic", "Variation seed strength": "0",
                      "Resize mode": "Just resize", "Mask mode": "Inpaint masked", "Masked content": "original",
                      "Inpaint area": "Whole picture", "Masked area padding": "32", "Mask grow": "0",
-                     "Soft inpainting enabled": "False", "Color correction": "False", "Clip skip": "1"}
+                     "Soft inpainting enabled": "False", "Color correction": "False", "Clip skip": "1",
+                     "Emphasis": "Original"}
 # infotext key -> (field, the radio's choices); a choice may also be given by its index (the API's numbers)
 _INFOTEXT_CHOICES = {"Mask mode": ("mask_mode", MASK_MODE_CHOICES),
                      "Masked content": ("masked_content", MASKED_CONTENT_CHOICES),
@@ -349,6 +369,13 @@ def progress_text(update: ProgressUpdate) -> str:
         parts.append(update.text)
     parts.append(f"ETA {format_seconds(update.eta)}")
     return ", ".join(parts)
+
+
+def progress_html(update: ProgressUpdate) -> str:
+    """The progress line as a real bar (the whole run's fraction) with the text and ETA under it."""
+    percent = round(100 * update.fraction)
+    return (f'<progress class="img2img-progress-bar" value="{percent}" max="100" title="{percent}%"></progress>'
+            f"\n\n{progress_text(update)}")
 
 
 def format_seconds(seconds: float | None) -> str:

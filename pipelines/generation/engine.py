@@ -18,7 +18,10 @@ from typing import Any, Iterator
 import torch
 from PIL import Image
 
-from pipelines.fields import InpaintArea, MaskedContent, MaskMode, ResizeMode
+from pipelines.fields import ResizeMode
+from pipelines.generation.conditioning import PromptConditioning, encode_conditioning
+from pipelines.generation.extra_networks import activate_networks
+from pipelines.generation.infotext_params import generation_params
 from pipelines.generation.inpaint_prep import (
     InpaintPlan,
     NothingToInpaint,
@@ -28,9 +31,8 @@ from pipelines.generation.inpaint_prep import (
     plan_inpaint,
 )
 from pipelines.generation.latent_preview import latent_preview
-from pipelines.generation.noise import batch_noise, resolve_seed, uses_ensd
+from pipelines.generation.noise import batch_noise, resolve_seed
 from pipelines.generation.progress import JobControl, ProgressCallback, ProgressUpdate
-from pipelines.generation.prompt_encoding import encode_prompts
 from pipelines.generation.queue import IMG2IMG, SCRIPT, SWITCH, Job, JobQueue
 from pipelines.generation.requests import Img2ImgRequest
 from pipelines.generation.samplers import SamplerChoice, resolve_sampler
@@ -38,12 +40,13 @@ from pipelines.generation.schedules import DiscreteSigmas, RunSchedule
 from pipelines.images import image_ops
 from pipelines.images.color_correction import apply_color_correction, color_reference
 from pipelines.io.infotext import build_infotext
-from pipelines.io.outputs import dated_output_dir, save_image
+from pipelines.io.outputs import dated_output_dir, save_failure_notice, save_image
+from pipelines.io.styles import StyleDatabase
+from pipelines.limits import Limits, latent_upscale_source
+from pipelines.models.embeddings import embedding_token_lengths
 from pipelines.models.model_manager import ModelManager
 from pipelines.models.vae_codec import decode_latents, encode_images, images_from_pixels
 from pipelines.options import color_rgb
-
-VERSION = "img2img-studio 0.1.0"
 
 
 @dataclass
@@ -78,6 +81,7 @@ class _RunInputs:
     mask: torch.Tensor | None  # latent-size mask (1, 1, h, w): binary, or soft for soft inpainting
     notices: list[str] = field(default_factory=list)  # the run's notices (GenerationResult.notices)
     schedule: RunSchedule | None = None  # A1111's steps and noise levels for this run
+    conditioning: PromptConditioning | None = None  # both prompts' schedules (prompt editing), encoded once
 
 
 class _Stop(Exception):
@@ -91,10 +95,15 @@ class _Stop(Exception):
 
 class Engine:
     def __init__(self, models: ModelManager, outputs_root: Path, preview_every: int = 5,
-                 queue: JobQueue | None = None):
+                 queue: JobQueue | None = None, limits: Limits | None = None):
         self.models = models
+        # The request limits (pixels in and out): the launch flags' unless given.
+        self.limits = limits or Limits.from_settings(getattr(models, "settings", None))
         self.outputs_root = outputs_root
         self.preview_every = preview_every
+        # Saved styles (styles.csv in the data dir): a request's `styles` are applied when its run starts.
+        settings = getattr(models, "settings", None)
+        self.styles = StyleDatabase(settings.styles_path) if settings is not None else None
         # The one job queue (UI, API, scripts, model switches): front ends reach it as engine.queue.
         self.queue = queue or JobQueue()
         self.last_update: ProgressUpdate | None = None  # the latest run's latest progress, for polling
@@ -102,6 +111,7 @@ class Engine:
     def img2img(self, request: Img2ImgRequest, on_progress: ProgressCallback | None = None,
                 control: JobControl | None = None) -> GenerationResult:
         request.validate()
+        self.limits.check_request(request)
         report = on_progress or (lambda update: None)
 
         def track(update: ProgressUpdate) -> None:
@@ -153,11 +163,19 @@ class Engine:
         schedule = sampler.run_schedule(DiscreteSigmas.from_scheduler_config(config), req.steps,
                                         req.denoising_strength, req.img2img_fix_steps)
         pipe.scheduler = sampler.make_scheduler(config, seed, schedule)
+        req, style_notices = self._apply_styles(req)
         result = GenerationResult(prompt=req.prompt, negative_prompt=req.negative_prompt, seed=seed,
                                   subseed=subseed, width=req.width, height=req.height)
         result.notices.extend(req.notices)  # what the front end could not apply
+        result.notices.extend(style_notices)
+        # <lora:...> tags out of the text (their adapters on the model), embedding names as their tokens; the
+        # infotext keeps the prompt as written and gains "Lora hashes" / "TI hashes".
+        networks = activate_networks(self.models, pipe, req.prompt, req.negative_prompt)
+        result.notices.extend(networks.notices)
+        req = req.replace(extra_generation_params={**req.extra_generation_params, **networks.params})
+        encoded = req.replace(prompt=networks.prompt, negative_prompt=networks.negative_prompt)
         try:
-            inputs = self._prepare(req, pipe)
+            inputs = self._prepare(encoded, pipe, result.notices, schedule.steps)
         except NothingToInpaint as empty:
             return self._unchanged(req, sampler, model, result, empty.message)
         inputs.notices, inputs.schedule = result.notices, schedule
@@ -197,14 +215,23 @@ class Engine:
                 break
         return result
 
+    def _apply_styles(self, req: Img2ImgRequest) -> tuple[Img2ImgRequest, list[str]]:
+        """The request with its saved styles merged into the prompts (A1111 applies them as a run starts)."""
+        if not req.styles:
+            return req, []
+        if self.styles is None:
+            return req, [f"styles {list(req.styles)!r}: this engine has no styles file; ignored"]
+        prompt, negative_prompt, notices = self.styles.apply(req.prompt, req.negative_prompt, req.styles)
+        return req.replace(prompt=prompt, negative_prompt=negative_prompt), notices
+
     # 2. Inputs shared by every batch ---------------------------------------------------------------------
-    def _prepare(self, req: Img2ImgRequest, pipe: Any) -> _RunInputs:
+    def _prepare(self, req: Img2ImgRequest, pipe: Any, notices: list[str], steps: int) -> _RunInputs:
         plan = plan_inpaint(req) if req.mask is not None else None
         if plan is not None:
             images = [plan.image]
         else:
             sources = list(req.batch_images) or [req.init_image]
-            images = [self._resized_init_image(req, image) for image in sources]
+            images = [self._resized_init_image(req, image, notices) for image in sources]
         device = pipe._execution_device
         latents = torch.cat([encode_images(pipe.vae, [image], device) for image in images])
         if req.resize_mode is ResizeMode.LATENT_UPSCALE and plan is None:
@@ -216,14 +243,23 @@ class Engine:
         if plan is not None:
             mask = latent_mask(plan.mask, latents.shape[2], latents.shape[3], soft=req.soft_inpainting)
             mask = mask.to(device=device, dtype=latents.dtype)
-        prompt_embeds, negative_embeds = encode_prompts(
-            pipe.tokenizer, pipe.text_encoder, req.prompt, req.negative_prompt, device, req.clip_skip)
-        return _RunInputs(req, pipe, latents, prompt_embeds, negative_embeds, images, plan, mask)
+        # The prompt language (emphasis, BREAK, prompt editing) over the steps this run samples; step 0's pair
+        # goes to diffusers, the step callback switches to later ones.
+        # An embedding's vectors stay in one chunk, as A1111 keeps them.
+        conditioning = encode_conditioning(pipe.tokenizer, pipe.text_encoder, req.prompt, req.negative_prompt,
+                                           steps, device, req.clip_skip, req.emphasis,
+                                           embedding_token_lengths(pipe.tokenizer))
+        prompt_embeds, negative_embeds = conditioning.pair(0)
+        return _RunInputs(req, pipe, latents, prompt_embeds, negative_embeds, images, plan, mask,
+                          conditioning=conditioning)
 
     @staticmethod
-    def _resized_init_image(req: Img2ImgRequest, image: Image.Image) -> Image.Image:
+    def _resized_init_image(req: Img2ImgRequest, image: Image.Image, notices: list[str] | None = None) -> Image.Image:
         image = image_ops.flatten_onto(image, color_rgb(req.background_color))
         if req.resize_mode is ResizeMode.LATENT_UPSCALE:  # encoded at source size, then the latent is scaled
+            image, notice = latent_upscale_source(image, req.width, req.height)  # (bounded: pipelines/limits.py)
+            if notice and notices is not None and notice not in notices:
+                notices.append(notice)
             return image_ops.snap_to_multiple_of_8(image)
         return image_ops.resize_image(image, req.resize_mode, req.width, req.height)
 
@@ -244,6 +280,10 @@ class Engine:
             noise = noise * req.initial_noise_multiplier
         schedule = inputs.schedule
         if schedule.steps == 0:  # A1111 returns the noised start (DDIM/PLMS at t_enc < 2, fix steps at strength 0)
+            job, started, on_progress, _control = progress  # no sampling step: report the batch done anyway
+            on_progress(ProgressUpdate(job=job, job_count=req.n_iter, step=1, steps=1,
+                                       elapsed=time.monotonic() - started, text="no sampling step (steps x "
+                                       "denoising strength < 1): the noised init picture"))
             sigma = schedule.start_sigma
             noised = (start + noise * sigma) / ((1 + sigma ** 2) ** 0.5 if schedule.vp else 1.0)
             return self._decode(pipe, noised, inputs.notices)
@@ -301,8 +341,23 @@ class Engine:
                 preview = None
             on_progress(ProgressUpdate(job=job, job_count=req.n_iter, step=step, steps=steps,
                                        elapsed=time.monotonic() - started, preview=preview))
+            embeds = self._next_prompt_embeds(inputs.conditioning, pipe, step_index, latents.shape[0])
+            if embeds is not None:
+                changed["prompt_embeds"] = embeds
             return changed
         return callback
+
+    @staticmethod
+    def _next_prompt_embeds(conditioning: PromptConditioning | None, pipe: Any, call: int,
+                            batch: int) -> torch.Tensor | None:
+        """The pipeline's prompt_embeds for UNet call `call` + 1 when prompt editing changes them there."""
+        calls = pipe.num_timesteps
+        if conditioning is None or not conditioning.varies or call + 1 >= calls:
+            return None
+        now, after = (conditioning.step_for_call(c, calls) for c in (call, call + 1))
+        if conditioning.pair(now) is conditioning.pair(after):
+            return None
+        return conditioning.guidance_embeds(after, batch, pipe.do_classifier_free_guidance)
 
     @staticmethod
     def _blend_mask_for_step(inputs: _RunInputs, pipe: Any, step: int, steps: int) -> torch.Tensor | None:
@@ -331,8 +386,13 @@ class Engine:
         result.infotexts.append(infotext)
         if req.save_images:
             folder = req.outdir_samples or Path(self.outputs_root) / "img2img-images"
-            result.paths.append(save_image(image, infotext, dated_output_dir(folder.parent, folder.name), seed,
-                                           req.samples_format, quality=req.jpeg_quality))
+            try:
+                result.paths.append(save_image(image, infotext, dated_output_dir(folder.parent, folder.name),
+                                               seed, req.samples_format, quality=req.jpeg_quality))
+            except OSError as exc:  # disk full, folder gone...: the finished image is still returned
+                notice = save_failure_notice(exc, folder)
+                if notice not in result.notices:
+                    result.notices.append(notice)
 
     def _unchanged(self, req: Img2ImgRequest, sampler: SamplerChoice, model, result: GenerationResult,
                    reason: str) -> GenerationResult:
@@ -355,61 +415,3 @@ def batch_seeds(req: Img2ImgRequest, seed: int, subseed: int, job: int) -> tuple
     offsets = range(first, first + req.batch_size)
     steps_seed = req.subseed_strength == 0
     return [seed + i if steps_seed else seed for i in offsets], [subseed + i for i in offsets]
-
-
-def generation_params(req: Img2ImgRequest, sampler: SamplerChoice, model, seed: int, subseed: int) -> dict[str, Any]:
-    """The infotext's key: value pairs in A1111's order; defaults that A1111 omits are left out."""
-    info = model.info
-    params: dict[str, Any] = {
-        "Steps": req.steps,
-        "Sampler": sampler.name,
-        "Schedule type": sampler.infotext_schedule,  # always written, as A1111 does
-        "CFG scale": req.cfg_scale,
-        "Seed": seed,
-        "Size": f"{req.width}x{req.height}",
-        "Model hash": info.short_hash,
-        "Model": info.name,
-        "VAE hash": model.vae_hash,
-        "VAE": model.vae_name,
-        "Variation seed": subseed if req.subseed_strength > 0 else None,
-        "Variation seed strength": req.subseed_strength if req.subseed_strength > 0 else None,
-        "Denoising strength": req.denoising_strength,
-        # A1111 writes the mask weight whenever a 9-channel model's conditioning is in use (also without a mask).
-        "Conditional mask weight": req.inpainting_mask_weight if _nine_channel(model) else None,
-        "Clip skip": req.clip_skip if req.clip_skip > 1 else None,
-        "ENSD": req.eta_noise_seed_delta if uses_ensd(req.eta_noise_seed_delta, sampler.name, req) else None,
-        "RNG": req.randn_source if req.randn_source != "GPU" else None,
-        "Resize mode": req.resize_mode.label if req.resize_mode is not ResizeMode.JUST_RESIZE else None,
-        "Color correction": True if req.color_correction else None,
-    }
-    if req.mask is not None:
-        params.update(inpaint_params(req))
-    params["Noise multiplier"] = req.initial_noise_multiplier if req.initial_noise_multiplier != 1.0 else None
-    params.update(req.extra_generation_params)
-    params["Version"] = VERSION
-    return params
-
-
-def _nine_channel(model) -> bool:
-    components = getattr(model, "components", None)  # infotext callers may pass a model's facts only
-    return bool(getattr(components, "is_inpainting", False))
-
-
-def inpaint_params(req: Img2ImgRequest) -> dict[str, Any]:
-    """The inpaint keys in the order A1111's StableDiffusionProcessingImg2Img.init adds them: Mask mode, Mask
-    blur, Inpaint area, Masked area padding, Masked content. "Mask blur" is A1111's single value (written
-    also when 0, as its img2img tab does); separate x / y blurs, which A1111 leaves out, are kept as two keys."""
-    only_masked = req.inpaint_area is InpaintArea.ONLY_MASKED
-    blur = req.mask_blur_x if req.mask_blur_x == req.mask_blur_y else None
-    return {
-        # The always-on script "Soft Inpainting" adds its key before processing starts, so before the rest.
-        "Soft inpainting enabled": True if req.soft_inpainting else None,
-        "Mask mode": "Inpaint not masked" if req.mask_mode is MaskMode.INPAINT_NOT_MASKED else None,
-        "Mask blur": blur,
-        "Mask blur x": None if blur is not None else req.mask_blur_x,
-        "Mask blur y": None if blur is not None else req.mask_blur_y,
-        "Inpaint area": "Only masked" if only_masked else None,
-        "Masked area padding": req.only_masked_padding if only_masked else None,
-        "Masked content": req.masked_content.label if req.masked_content is not MaskedContent.ORIGINAL else None,
-        "Mask grow": req.mask_grow or None,
-    }

@@ -9,7 +9,10 @@ from typing import Any
 from PIL import Image
 
 from pipelines.fields import (
+    MAX_BATCH_COUNT,
     MAX_BATCH_SIZE,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
     MAX_SIDE,
     MIN_SIDE,
     NOISE_MULTIPLIER_MAX,
@@ -68,6 +71,7 @@ class Img2ImgRequest:
     save_images: bool = True
     # A1111 options that act on one run (declared, with ranges and defaults, in pipelines/options.py).
     clip_skip: int = 1  # CLIP_stop_at_last_layers: the hidden state this many layers from the end
+    emphasis: str = "Original"  # how (x:1.2) weights act: fields.EMPHASIS_MODES (prompt_chunks.apply_emphasis)
     inpainting_mask_weight: float = 1.0  # 9-channel models: 1 = masked image as conditioning, 0 = whole original
     background_color: str = "#ffffff"  # img2img_background_color: what transparent init pixels are flattened onto
     samples_format: str = "png"  # png / jpg / jpeg / webp
@@ -75,6 +79,8 @@ class Img2ImgRequest:
     outdir_samples: Path | None = None  # an already-checked folder (None: the engine's outputs/img2img-images)
     # What the front end could not apply (ignored fields and options), shown with the result.
     notices: tuple[str, ...] = ()
+    # Saved styles (styles.csv) applied to the prompts when the run starts, in this order (A1111's p.styles).
+    styles: tuple[str, ...] = ()
     # Free-form extras a front end or script adds to the infotext (e.g. script parameters).
     extra_generation_params: dict[str, Any] = field(default_factory=dict)
 
@@ -100,8 +106,15 @@ class Img2ImgRequest:
         _check_int("n_iter", self.n_iter)
         if self.n_iter < 1:
             raise RequestError("n_iter", f"{self.n_iter} must be at least 1")
-        _check_int("seed", self.seed)
-        _check_int("subseed", self.subseed)
+        _check_range("n_iter", self.n_iter, 1, MAX_BATCH_COUNT)  # A1111's Batch count slider
+        for name in ("seed", "subseed"):
+            _check_int(name, getattr(self, name))
+            if getattr(self, name) > MAX_SEED:
+                raise RequestError(name, f"{getattr(self, name)} is outside -1..{MAX_SEED} (-1: random)")
+        for name in ("prompt", "negative_prompt"):
+            check_prompt(name, getattr(self, name))
+        if not isinstance(self.styles, (tuple, list)) or not all(isinstance(s, str) for s in self.styles):
+            raise RequestError("styles", f"expected a list of style names, got {self.styles!r}")
         _check_range("subseed_strength", self.subseed_strength, 0.0, 1.0)
         self._validate_noise()
         if not isinstance(self.resize_mode, ResizeMode):
@@ -151,7 +164,8 @@ class Img2ImgRequest:
         """The fields A1111 sets from options, checked by the option table's own rules (pipelines/options.py)."""
         from pipelines.options import BY_FIELD
 
-        for name in ("clip_skip", "inpainting_mask_weight", "background_color", "samples_format", "jpeg_quality"):
+        for name in ("clip_skip", "emphasis", "inpainting_mask_weight", "background_color", "samples_format",
+                     "jpeg_quality"):
             option = BY_FIELD[name]
             try:
                 setattr(self, name, option.check(getattr(self, name)))
@@ -166,6 +180,19 @@ class Img2ImgRequest:
         values["extra_generation_params"] = dict(self.extra_generation_params)
         values.update(changes)
         return type(self)(**values)
+
+
+def check_prompt(name: str, value: Any) -> None:
+    """Text, at most MAX_PROMPT_CHARS characters, and valid Unicode (a lone surrogate such as "\\ud800" cannot be
+    tokenised, saved or returned as UTF-8). The token bound is checked where the tokenizer is (prompt_encoding)."""
+    if not isinstance(value, str):
+        raise RequestError(name, f"expected text, got {type(value).__name__}")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise RequestError(name, f"{len(value)} characters is more than the limit of {MAX_PROMPT_CHARS}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(name, f"is not valid Unicode text (a lone surrogate at character {exc.start})") from None
 
 
 def _check_int(name: str, value: Any) -> None:

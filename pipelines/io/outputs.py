@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import datetime
 import errno
+import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import piexif
@@ -26,6 +28,9 @@ DEFAULT_QUALITY = 80  # A1111's default jpeg_quality, also used for WebP
 
 _FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
 _MAX_NAME_ATTEMPTS = 100_000
+STALE_SECONDS = 60  # a leftover temp or claim file this old belongs to no save in progress
+
+log = logging.getLogger(__name__)
 
 
 def dated_output_dir(root: Path, kind: str = "img2img-images", today: datetime.date | None = None) -> Path:
@@ -144,6 +149,33 @@ def save_image(
         # 3. The temp name goes in every case (after a link the final name keeps the data).
         if os.path.exists(temp_path):
             os.unlink(temp_path)
+
+
+def save_failure_notice(exc: OSError, folder: Path) -> str:
+    """What the user is told when a finished image could not be saved (it is still returned)."""
+    reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    return f"saving failed ({reason}; in {folder}): the images are returned but were not saved"
+
+
+def sweep_leftovers(root: Path, older_than: float = STALE_SECONDS) -> int:
+    """Remove the temp (`.tmp-*`) and claim (`.NNNNN.claim`) files a killed save left anywhere under root
+    (at start-up); files younger than `older_than` seconds may be another process's save and stay.
+    Returns how many went."""
+    removed, cutoff = 0, time.time() - older_than
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            if not (name.startswith(TEMP_PREFIX) or (name.startswith(".") and name.endswith(".claim"))):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                if os.lstat(path).st_mtime < cutoff:
+                    os.unlink(path)
+                    removed += 1
+            except OSError:  # gone meanwhile, or not ours to remove
+                continue
+    if removed:
+        log.info("removed %d leftover temporary file(s) of interrupted saves under %s", removed, root)
+    return removed
 
 
 def _exif_user_comment(exif_bytes: bytes) -> str | None:

@@ -150,7 +150,17 @@ def _is_checkpoint_file(path: Path) -> bool:
     return name.endswith(CHECKPOINT_SUFFIXES) and not name.endswith(VAE_NAME_ENDINGS)
 
 
-def _walk_model_paths(root: Path) -> Iterable[tuple[Path, bool]]:
+def walk_model_files(dirs: Iterable[Path], suffixes: tuple[str, ...]) -> Iterable[Path]:
+    """Files with one of `suffixes` (lower case) under each of `dirs`, recursively, in sorted order, links
+    followed and each real folder visited once, hidden folders skipped (LoRA and embedding folders)."""
+    for root in dirs:
+        if Path(root).is_dir():
+            for path, is_folder in _walk_model_paths(Path(root), diffusers_folders=False):
+                if not is_folder and path.suffix.lower() in suffixes:
+                    yield path
+
+
+def _walk_model_paths(root: Path, diffusers_folders: bool = True) -> Iterable[tuple[Path, bool]]:
     """Yields (path, is_diffusers_folder); does not descend into diffusers folders or hidden folders.
 
     Symbolic links are followed (users link model folders from other disks), but each real directory is
@@ -167,7 +177,7 @@ def _walk_model_paths(root: Path) -> Iterable[tuple[Path, bool]]:
             subdirs.clear()
             continue
         visited.add((stat.st_dev, stat.st_ino))
-        if DIFFUSERS_MARKER in files:
+        if diffusers_folders and DIFFUSERS_MARKER in files:
             subdirs.clear()
             yield current_path, True
             continue
@@ -308,6 +318,21 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
         return load_file(str(path), device="cpu")
     except Exception as error:  # safetensors raises its own error type, OSError or ValueError
         raise _corrupt(path, error) from None
+
+
+def read_small_weights_file(path: Path) -> Any:
+    """A small weights file (LoRA, embedding) as stored: safetensors, or a pickle read weights-only. Any failure
+    is a CheckpointError naming the file, since safetensors raises its own types."""
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return _read_pickle(path, mmap=False)
+    except CheckpointError:
+        raise
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own types; say which file
+        raise CheckpointError(f"{path}: cannot read it ({error})") from None
 
 
 def _read_pickle(path: Path, mmap: bool) -> Any:

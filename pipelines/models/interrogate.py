@@ -109,9 +109,9 @@ class _ModelSpec:
     tokenizer_files: tuple[tuple[str, ...], ...]  # any one group, complete, will do
     repo: str
 
-    def expected(self, folder: Path) -> str:
+    def expected(self, folder: Path, root: Path | None = None) -> str:
         tokenizer = " or ".join(" + ".join(group) for group in self.tokenizer_files)
-        return (f"Interrogate CLIP needs {self.what} in {_display(folder)}/ in Hugging Face transformers "
+        return (f"Interrogate CLIP needs {self.what} in {_display(folder, root)}/ in Hugging Face transformers "
                 f"format (config.json, model.safetensors or pytorch_model.bin, preprocessor_config.json, "
                 f"tokenizer files {tokenizer}: the files of {self.repo} from huggingface.co)")
 
@@ -122,26 +122,27 @@ CLIP_SPEC = _ModelSpec("a CLIP model", "clip", "CLIPModel",
                        (("tokenizer.json",), ("vocab.json", "merges.txt")), CLIP_REPO)
 
 
-def find_model_folder(folder: Path, spec: _ModelSpec) -> Path:
+def find_model_folder(folder: Path, spec: _ModelSpec, root: Path | None = None) -> Path:
     """The folder itself, or the first sub-folder (by name) that holds a complete model; else
-    InterrogatorUnavailable saying what is missing. Reads config.json only, never the weights."""
+    InterrogatorUnavailable saying what is missing (paths shown relative to `root`, the data dir). Reads
+    config.json only, never the weights."""
     if not folder.is_dir():
-        problem = f"{_display(folder)}/ does not exist"
-        raise InterrogatorUnavailable(f"{spec.expected(folder)}. Problem: {problem}.")
+        problem = f"{_display(folder, root)}/ does not exist"
+        raise InterrogatorUnavailable(f"{spec.expected(folder, root)}. Problem: {problem}.")
     subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "config.json").is_file())
     candidates = [folder, *subfolders]
-    problems = [_folder_problem(candidate, spec) for candidate in candidates]
+    problems = [_folder_problem(candidate, spec, root) for candidate in candidates]
     for candidate, problem in zip(candidates, problems):
         if problem is None:
             return candidate
     # a sub-folder that looked like a model says more than its (mostly empty) parent
     problem = problems[1] if len(problems) > 1 else problems[0]
-    raise InterrogatorUnavailable(f"{spec.expected(folder)}. Problem: {problem}.")
+    raise InterrogatorUnavailable(f"{spec.expected(folder, root)}. Problem: {problem}.")
 
 
-def _folder_problem(folder: Path, spec: _ModelSpec) -> str | None:
+def _folder_problem(folder: Path, spec: _ModelSpec, root: Path | None = None) -> str | None:
     names = {p.name for p in folder.iterdir() if p.is_file()}
-    where = _display(folder) + "/"
+    where = _display(folder, root) + "/"
     if not names:
         return f"{where} is empty"
     legacy = sorted(n for n in names if n.endswith((".pth", ".pt", ".ckpt")))
@@ -170,12 +171,13 @@ def _folder_problem(folder: Path, spec: _ModelSpec) -> str | None:
     return None
 
 
-def _display(path: Path) -> str:
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
-        return str(path)
+def _display(path: Path, root: Path | None = None) -> str:
+    """The path as users know it: relative to the data dir (`root`: "models/BLIP"), else to the project."""
+    path = Path(path).resolve()
+    for base in (root, PROJECT_ROOT):
+        if base is not None and path.is_relative_to(Path(base).resolve()):
+            return str(path.relative_to(Path(base).resolve()))
+    return str(path)
 
 
 # 3. The interrogator ----------------------------------------------------------------------------------------
@@ -183,10 +185,12 @@ class Interrogator:
     def __init__(self, blip_dir: Path, clip_dir: Path, categories_dir: Path = DEFAULT_CATEGORIES_DIR,
                  policy: DevicePolicy | None = None, keep_models_in_memory: bool = False,
                  caption_options: CaptionOptions = CaptionOptions(),
-                 skip_categories: tuple[str, ...] = (), dict_limit: int = 1500, return_ranks: bool = False):
+                 skip_categories: tuple[str, ...] = (), dict_limit: int = 1500, return_ranks: bool = False,
+                 display_root: Path | None = None):
         if dict_limit < 1:
             raise ValueError(f"dict_limit must be at least 1, got {dict_limit}")
         self.blip_dir, self.clip_dir = Path(blip_dir), Path(clip_dir)
+        self.display_root = display_root  # messages show paths from here: the data dir ("models/BLIP")
         self.categories_dir = Path(categories_dir)
         # no policy (tests, tools): the CPU in fp32
         self.policy = policy or DevicePolicy(torch.device("cpu"), torch.float32, torch.float32)
@@ -202,14 +206,18 @@ class Interrogator:
         self._text_embeddings: dict[tuple[str, ...], torch.Tensor] = {}
 
     def available(self) -> tuple[bool, str]:
-        """Whether interrogate() can run, judged from the files alone (no weights are read)."""
-        try:
-            find_model_folder(self.blip_dir, BLIP_SPEC)
-            find_model_folder(self.clip_dir, CLIP_SPEC)
-            load_categories(self.categories_dir, self.skip_categories, self.dict_limit)
-        except InterrogatorUnavailable as error:
-            return False, str(error)
-        return True, "ready"
+        """Whether interrogate() can run, judged from the files alone (no weights are read); when not, every
+        problem at once (BLIP and CLIP both missing is one message, not two tries)."""
+        checks = (lambda: find_model_folder(self.blip_dir, BLIP_SPEC, self.display_root),
+                  lambda: find_model_folder(self.clip_dir, CLIP_SPEC, self.display_root),
+                  lambda: load_categories(self.categories_dir, self.skip_categories, self.dict_limit))
+        problems = []
+        for check in checks:
+            try:
+                check()
+            except InterrogatorUnavailable as error:
+                problems.append(str(error))
+        return (False, "\n".join(problems)) if problems else (True, "ready")
 
     def interrogate(self, image: Image.Image) -> str:
         """A1111's Interrogate CLIP: "caption, match, match, ..." (or "(match:score)" with return_ranks)."""
@@ -277,7 +285,7 @@ class Interrogator:
         if self._blip is None:
             from transformers import BlipForConditionalGeneration, BlipProcessor
 
-            folder = find_model_folder(self.blip_dir, BLIP_SPEC)
+            folder = find_model_folder(self.blip_dir, BLIP_SPEC, self.display_root)
             self._blip = self._load(BlipForConditionalGeneration, BlipProcessor, folder, BLIP_SPEC)
         return self._blip
 
@@ -285,7 +293,7 @@ class Interrogator:
         if self._clip is None:
             from transformers import CLIPModel, CLIPProcessor
 
-            folder = find_model_folder(self.clip_dir, CLIP_SPEC)
+            folder = find_model_folder(self.clip_dir, CLIP_SPEC, self.display_root)
             self._clip = self._load(CLIPModel, CLIPProcessor, folder, CLIP_SPEC)
             self._text_embeddings.clear()  # embeddings belong to the model that made them
         return self._clip
@@ -297,8 +305,9 @@ class Interrogator:
             processor = processor_class.from_pretrained(str(folder), local_files_only=True)
             model = model_class.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError, KeyError, RuntimeError) as error:
-            problem = f"loading {_display(folder)}/ failed: {error}"
-            raise InterrogatorUnavailable(f"{spec.expected(folder)}. Problem: {problem}") from error
+            problem = f"loading {_display(folder, self.display_root)}/ failed: {error}"
+            raise InterrogatorUnavailable(f"{spec.expected(folder, self.display_root)}. Problem: {problem}") \
+                from error
         model.eval().requires_grad_(False)
         model.to(dtype=self.policy.dtype)  # on the CPU until a call places it
         return model, processor

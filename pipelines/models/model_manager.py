@@ -1,7 +1,8 @@
 """The one owner of loaded models: discovers checkpoints and VAEs, loads offline, swaps, frees.
 
-It owns every set of weights: the checkpoint, its VAE (or a VAE file), the interrogation models (BLIP/CLIP)
-and the upscaler models; the device policy places each. A checkpoint switch frees all of them.
+It owns every set of weights: the checkpoint, its VAE (or a VAE file), the LoRA adapters and embeddings loaded
+into it (`loras`, `embeddings`), the interrogation models (BLIP/CLIP) and the upscaler models; the device policy
+places each. A checkpoint switch frees all of them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from pipelines.models.checkpoint_files import HashCache, discover_checkpoints, d
 from pipelines.models.checkpoint_loader import CheckpointError, load_checkpoint, load_vae
 from pipelines.models.components import DEMO_MODEL_NAME, CheckpointInfo, SDComponents
 from pipelines.models.demo_model import build_demo_components
+from pipelines.models.embeddings import EmbeddingLibrary
 from pipelines.models.interrogate import Interrogator
+from pipelines.models.lora import LoraLibrary
 from pipelines.models.sd_pipelines import build_img2img_pipeline, build_inpaint_pipeline
 from pipelines.models.upscalers import UpscalerModels
 
@@ -66,13 +69,17 @@ class ModelManager:
         self._current: LoadedModel | None = None
         self._failure: str | None = None  # why no model is loaded, after a failed switch and recovery
         self._vae_choice = VAE_AUTOMATIC
+        self.skipped: list[str] = []  # checkpoints start-up could not read: "file: reason"
         # The other weights this manager owns, placed by the same policy, freed on a checkpoint switch.
         self.upscalers = UpscalerModels(policy)
         self.interrogator = Interrogator(
             settings.models_dir / "BLIP", settings.models_dir / "CLIP", policy=policy,
-            keep_models_in_memory=settings.interrogate_keep_models_in_memory)
+            keep_models_in_memory=settings.interrogate_keep_models_in_memory, display_root=settings.data_dir)
         self.checkpoints: list[CheckpointInfo] = []
         self.vae_files: list[Path] = []
+        # LoRA adapters and embeddings sit inside the loaded checkpoint's modules; a switch drops them.
+        self.loras = LoraLibrary(settings.lora_dirs)
+        self.embeddings = EmbeddingLibrary(settings.embeddings_dirs, self.hashes)
         self.refresh()
 
     # 1. Discovery -----------------------------------------------------------------------------------
@@ -86,19 +93,21 @@ class ModelManager:
         self.vae_files = discover_vaes(self.settings.vae_dirs, checkpoint_dirs=self.settings.checkpoint_dirs)
 
     def checkpoint_titles(self) -> list[str]:
-        return [c.title for c in self.checkpoints] or [DEMO_INFO.title]
+        """Every checkpoint found, then the embedded demo model: always there to fall back on."""
+        return [c.title for c in self.checkpoints] + [DEMO_INFO.title]
 
     def vae_choices(self) -> list[str]:
         return [VAE_AUTOMATIC, VAE_NONE] + [p.name for p in self.vae_files]
 
     def find_checkpoint(self, name: str) -> CheckpointInfo:
-        """By title ("name [hash]"), name, file name or short hash, like A1111's sd_model_checkpoint."""
-        if name in (DEMO_INFO.title, DEMO_INFO.name) and not self.checkpoints:
-            return DEMO_INFO
+        """By title ("name [hash]"), name, file name or short hash, like A1111's sd_model_checkpoint; the demo
+        model by its name (a file of that name comes first)."""
         for c in self.checkpoints:
             file_title = f"{c.path.name} [{c.short_hash}]" if c.path is not None else None  # A1111's form
             if name in (c.title, c.name, c.short_hash, file_title) or (c.path is not None and name == c.path.name):
                 return c
+        if name in (DEMO_INFO.title, DEMO_INFO.name):
+            return DEMO_INFO
         raise ModelNotFound(f"checkpoint {name!r} not found; known: {', '.join(self.checkpoint_titles())}")
 
     # 2. Loading and switching -----------------------------------------------------------------------
@@ -119,8 +128,12 @@ class ModelManager:
 
         The old weights are freed before the new ones are read (peak memory: one model). If the new ones
         fail, the previous checkpoint is loaded again and a CheckpointError names the file and the problem.
+        At start-up (None, nothing loaded) an unreadable file is skipped with a warning and the next one is
+        tried, down to the demo model, so a broken download never keeps the server from starting.
         """
         with self._lock:
+            if name is None and self._current is None:
+                return self._load_at_startup()
             info = self._startup_choice() if name is None else self.find_checkpoint(name)
             if self._current is not None and self._current.info == info:
                 return info
@@ -140,6 +153,8 @@ class ModelManager:
         the interrogation models (they are loaded again on their next use); then the device's cache."""
         with self._lock:
             self._current = None
+            self.loras.forget()
+            self.embeddings.forget()
             self.upscalers.clear()
             self.interrogator.unload()
             gc.collect()
@@ -171,6 +186,32 @@ class ModelManager:
         self._failure = None if self._current is not None else message
         return CheckpointError(message)
 
+    def _load_at_startup(self) -> CheckpointInfo:
+        """The start-up choice, else each other checkpoint in order, else the demo model; each file that fails
+        is logged as a warning and kept in `skipped` (the status line says so)."""
+        first = self._startup_choice()
+        candidates = [first] + [c for c in self.checkpoints if c != first]
+        if DEMO_INFO not in candidates:
+            candidates.append(DEMO_INFO)
+        self.skipped = []
+        for info in candidates:
+            try:
+                vae_path = self._vae_path_for(info)
+                self._load_weights(info, vae_path)
+            except Exception as exc:  # noqa: BLE001 - any broken file: say which and why, try the next
+                problem = str(exc) if isinstance(exc, (CheckpointError, ModelNotFound)) else \
+                    f"{info.path or info.title}: {type(exc).__name__}: {exc}"
+                if info.is_demo:
+                    raise  # the embedded model failing is a bug, not a bad file
+                self.unload()
+                self.skipped.append(problem)
+                log.warning("Skipping checkpoint %s at start-up: %s", info.title, problem)
+                continue
+            self._failure = None
+            log.info("Loaded %s (%s)", info.title, self.policy.describe())
+            return info
+        raise AssertionError("unreachable: the demo model is the last candidate")
+
     def _startup_choice(self) -> CheckpointInfo:
         if self.settings.ckpt is not None:
             path = self.settings.ckpt.resolve()
@@ -193,12 +234,14 @@ class ModelManager:
             if choice not in self.vae_choices():
                 raise ModelNotFound(f"VAE {choice!r} not found; known: {', '.join(self.vae_choices())}")
             previous, self._vae_choice = self._vae_choice, choice
-            if self._current is not None:
-                try:
+            try:
+                if self._current is not None:
                     self._apply_vae(self._vae_path_for(self._current.info))
-                except Exception:
-                    self._vae_choice = previous  # the VAE in use did not change (load_vae runs first)
-                    raise
+                elif choice not in (VAE_AUTOMATIC, VAE_NONE):  # no model to apply it to: still check the file
+                    load_vae(self._vae_path_for(DEMO_INFO), self.policy.vae_dtype)
+            except Exception:
+                self._vae_choice = previous  # a broken choice is never recorded (load_vae runs first)
+                raise
 
     def _apply_vae(self, path: Path | None) -> None:
         model = self._current
@@ -248,9 +291,11 @@ class ModelManager:
 
     def status_line(self) -> str:
         model = self.current
-        if model.info.is_demo:
-            return DEMO_NOTICE
-        return f"Model: {model.info.title}" + (f", VAE: {model.vae_name}" if model.vae_name else "")
+        line = DEMO_NOTICE if model.info.is_demo else \
+            f"Model: {model.info.title}" + (f", VAE: {model.vae_name}" if model.vae_name else "")
+        if self.skipped:
+            line += " Skipped at start-up (unreadable): " + "; ".join(self.skipped)
+        return line
 
 
 __all__ = ["ModelManager", "ModelNotFound", "NoModelLoaded", "CheckpointError", "LoadedModel", "DEMO_NOTICE",
