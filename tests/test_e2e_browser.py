@@ -86,7 +86,8 @@ def test_img2img_generates_and_saves_the_png_with_its_infotext(page, server, sou
     seed = parse_infotext(text)["Seed"]
     assert re.fullmatch(rf"\d{{5}}-{seed}\.png", saved.name), saved.name
     assert text.startswith("a red fox\n")
-    for fragment in ("Steps: 4", "Sampler: Euler a", "Size: 64x64", "Denoising strength: 0.75"):
+    for fragment in ("Steps: 4", "Sampler: DPM++ 2M", "Schedule type: Karras", "Size: 64x64",
+                     "Denoising strength: 0.75"):
         assert fragment in text, (fragment, text)
     assert Image.open(saved).size == (64, 64)
     # The infotext under the gallery is the saved file's.

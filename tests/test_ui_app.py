@@ -77,7 +77,7 @@ def test_labels_and_defaults_match_a1111(parts):
                   "Batch size", "CFG Scale", "Denoising strength", "Seed", "Extra", "Variation seed",
                   "Variation strength", "Output", "Image for img2img", "Source"):
         assert label in by_label, label
-    assert by_label["Sampling method"].value == "Euler a"
+    assert by_label["Sampling method"].value == "DPM++ 2M"  # A1111 UI default
     assert by_label["Schedule type"].value == "Automatic"
     assert (by_label["Sampling steps"].minimum, by_label["Sampling steps"].maximum) == (1, 150)
     assert by_label["Sampling steps"].value == 20
@@ -236,6 +236,22 @@ def test_checkpoint_box_is_empty_only_when_no_model_is_loaded():
 
     assert loaded_title(NoModel()) is None
     assert status_markdown(NoModel()) == "⚠️ **No model is loaded: loading x failed: bad file**"
+
+
+def test_an_upload_declaring_too_many_pixels_is_refused_before_decoding(parts, tmp_path):
+    """A small PNG can declare 13000x13000 (gigabytes decoded): its header is checked against
+    --max-image-pixels before Gradio decodes it, on every image input of every tab."""
+    from gradio.data_classes import FileData
+
+    from ui.values import UnreadableImage
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (5000, 5000)).save(bomb)  # 25 MP declared; a few KB on disk
+    assert bomb.stat().st_size < 100_000
+    by_id = {getattr(b, "elem_id", None): b for b in parts.blocks.blocks.values()}
+    for elem_id in ("img2img_image", "img_inpaint_base", "img_inpaint_mask"):
+        value = by_id[elem_id].preprocess(FileData(path=str(bomb), orig_name=bomb.name))
+        assert isinstance(value, UnreadableImage) and "--max-image-pixels" in value.reason, elem_id
 
 
 def test_an_unreadable_upload_is_named_and_only_the_active_tab_matters(parts, tmp_path):

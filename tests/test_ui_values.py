@@ -29,7 +29,7 @@ from ui.values import (
 
 DEFAULTS = {
     "prompt": "a fox", "negative_prompt": "blurry", "styles": [], "resize_mode": "Just resize",
-    "sampler_name": "Euler a",
+    "sampler_name": "DPM++ 2M",  # A1111's UI default (Automatic: Karras)
     "scheduler": "Automatic", "steps": 20, "width": 512, "height": 512, "scale": 1.0, "n_iter": 1,
     "batch_size": 1, "cfg_scale": 7, "denoising_strength": 0.75, "seed": -1, "show_extra": False,
     "subseed": -1, "subseed_strength": 0,
@@ -134,7 +134,7 @@ def test_infotext_round_trips_through_the_fields():
 
 
 def test_defaults_the_engine_omits_are_pasted_back():
-    text = infotext_for(dict(DEFAULTS, scheduler="Automatic"))
+    text = infotext_for(dict(DEFAULTS, sampler_name="Euler a", scheduler="Automatic"))
     assert "Variation seed" not in text and "Resize mode" not in text
     assert "Schedule type: Automatic" in text  # A1111 always writes it (Euler a: the model's own sigmas)
     values = fields_from_infotext(parse_infotext(text)).values

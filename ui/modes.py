@@ -14,6 +14,7 @@ from typing import Any, Callable
 import gradio as gr
 from PIL import Image
 
+from pipelines.limits import Limits
 from ui.values import UnreadableImage, unreadable_message
 
 # Colours of the sketch brush palette (A1111's sketch lets users pick any colour; these are shortcuts).
@@ -41,7 +42,7 @@ class ModeTab:
         return self.read(*values).get("init_image")
 
 
-def sketch_editor(label: str, elem_id: str) -> gr.ImageEditor:
+def sketch_editor(label: str, elem_id: str, settings: Any = None) -> gr.ImageEditor:
     """The colour-sketch editor: the uploaded image is the background; strokes are painted on a layer with a
     colour brush (palette + free colour picker); the composite is the init image."""
     return tolerant(gr.ImageEditor(
@@ -56,10 +57,10 @@ def sketch_editor(label: str, elem_id: str) -> gr.ImageEditor:
         transforms=("crop",),
         format="png",
         height=512,
-    ))
+    ), settings)
 
 
-def image_input(label: str, elem_id: str) -> gr.Image:
+def image_input(label: str, elem_id: str, settings: Any = None) -> gr.Image:
     """A plain image input accepting a click-to-upload, drag-and-drop or a clipboard paste."""
     return tolerant(gr.Image(
         label=label,
@@ -69,7 +70,7 @@ def image_input(label: str, elem_id: str) -> gr.Image:
         image_mode="RGBA",  # transparency is kept; the engine flattens it onto white
         format="png",
         height=512,
-    ))
+    ), settings)
 
 
 # Image inputs that never fail before a handler runs ----------------------------------------------------------
@@ -77,8 +78,12 @@ def image_input(label: str, elem_id: str) -> gr.Image:
 # with "Could not preprocess input component at index N". Generate sends every sub-tab's image, so a bad file
 # on another tab would break it everywhere. These inputs hand over UnreadableImage(reason) instead: only the
 # active tab's inputs are then looked at (ui.generation.request_for), and an upload is checked as it arrives.
-def _tolerant(preprocess: Callable[[Any], Any], payload: Any) -> Any:
+def _tolerant(preprocess: Callable[[Any], Any], payload: Any, limits: Limits | None = None) -> Any:
     try:
+        if limits is not None:  # the declared size, read from the header before anything is decoded
+            for path in _uploaded_paths(payload):
+                with Image.open(path) as header:
+                    limits.check_image_size("image", header.size)
         value = preprocess(payload)
         if isinstance(value, Image.Image):
             value.load()  # a truncated file fails here, not later deep inside a run
@@ -91,11 +96,19 @@ def _tolerant(preprocess: Callable[[Any], Any], payload: Any) -> Any:
         return UnreadableImage(reason)
 
 
-def tolerant(component: Any) -> Any:
-    """The component, its preprocess made to hand over UnreadableImage instead of failing. (On the instance, not
-    a subclass: Gradio writes a .pyi stub next to the module of every Component subclass.)"""
+def _uploaded_paths(payload: Any) -> list[str]:
+    """The files an Image (FileData) or ImageEditor (background and layers) payload points at."""
+    files = [payload, getattr(payload, "background", None), *(getattr(payload, "layers", None) or [])]
+    return [path for path in (getattr(f, "path", None) for f in files) if path]
+
+
+def tolerant(component: Any, settings: Any = None) -> Any:
+    """The component, its preprocess made to hand over UnreadableImage instead of failing, and to refuse a file
+    whose declared size is over --max-image-pixels before decoding it (a small PNG can declare 13000x13000).
+    (On the instance, not a subclass: Gradio writes a .pyi stub next to the module of every Component subclass.)"""
     preprocess = component.preprocess
-    component.preprocess = lambda payload: _tolerant(preprocess, payload)
+    limits = Limits.from_settings(settings) if settings is not None else None
+    component.preprocess = lambda payload: _tolerant(preprocess, payload, limits)
     return component
 
 

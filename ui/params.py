@@ -67,7 +67,7 @@ def build_params_panel() -> ParamsPanel:
     f["resize_mode"] = gr.Radio(list(RESIZE_MODE_CHOICES), value=RESIZE_MODE_CHOICES[0], label="Resize mode",
                                 elem_id="resize_mode")
     with gr.Row():
-        f["sampler_name"] = gr.Dropdown(list(SAMPLER_NAMES), value="Euler a", label="Sampling method",
+        f["sampler_name"] = gr.Dropdown(list(SAMPLER_NAMES), value="DPM++ 2M", label="Sampling method",
                                         elem_id="img2img_sampling")
         f["scheduler"] = gr.Dropdown(list(SCHEDULE_TYPES), value="Automatic", label="Schedule type",
                                      elem_id="img2img_scheduler")

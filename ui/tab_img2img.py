@@ -19,12 +19,12 @@ def uses_color_sketch(settings: Settings) -> bool:
 def build(settings: Settings) -> ModeTab:
     with gr.Tab(LABEL, id=TAB_ID, elem_id=TAB_ID) as tab:
         if uses_color_sketch(settings):
-            widget = sketch_editor("Image for img2img", "img2img_image")
+            widget = sketch_editor("Image for img2img", "img2img_image", settings)
 
             def read(value):
                 return {"init_image": image_from_editor(value)}
         else:
-            widget = image_input("Image for img2img", "img2img_image")
+            widget = image_input("Image for img2img", "img2img_image", settings)
 
             def read(value):
                 return {"init_image": value}

@@ -31,7 +31,7 @@ SEND_LABEL = "Send to inpaint"
 MASK_BRUSH_COLORS = [("#ffffff", 0.7), ("#000000", 0.7)]
 
 
-def mask_editor(label: str, elem_id: str) -> gr.ImageEditor:
+def mask_editor(label: str, elem_id: str, settings: Any = None) -> gr.ImageEditor:
     """An editor to paint a mask on the uploaded image: fixed brush colours, eraser, undo; no crop (the mask
     must stay aligned with the picture)."""
     return tolerant(gr.ImageEditor(
@@ -46,7 +46,7 @@ def mask_editor(label: str, elem_id: str) -> gr.ImageEditor:
         transforms=(),
         format="png",
         height=512,
-    ))
+    ), settings)
 
 
 def mask_from_strokes(layers: list[Any], size: tuple[int, int]) -> Image.Image | None:
@@ -80,5 +80,5 @@ def read_inpaint(value: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def build(settings: Settings) -> ModeTab:
     with gr.Tab(LABEL, id=TAB_ID, elem_id=TAB_ID) as tab:
-        editor = mask_editor("Image for inpainting with mask", "img2maskimg")
+        editor = mask_editor("Image for inpainting with mask", "img2maskimg", settings)
     return ModeTab(NAME, LABEL, TAB_ID, tab, inputs=[editor], read=read_inpaint, image_input=editor, masks=True)

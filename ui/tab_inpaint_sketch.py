@@ -51,7 +51,7 @@ def read_inpaint_sketch(value: Mapping[str, Any] | None, transparency: float = 0
 
 def build(settings: Settings) -> ModeTab:
     with gr.Tab(LABEL, id=TAB_ID, elem_id=TAB_ID) as tab:
-        editor = sketch_editor("Image for inpainting with mask", "inpaint_sketch")
+        editor = sketch_editor("Image for inpainting with mask", "inpaint_sketch", settings)
         transparency = gr.Slider(0, 100, value=0, step=1, label="Mask transparency", elem_id="img2img_mask_alpha")
     return ModeTab(NAME, LABEL, TAB_ID, tab, inputs=[editor, transparency], read=read_inpaint_sketch,
                    image_input=editor, masks=True)

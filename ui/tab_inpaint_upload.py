@@ -33,8 +33,8 @@ def read_inpaint_upload(image: Image.Image | None, mask: Any) -> dict[str, Any]:
 
 def build(settings: Settings) -> ModeTab:
     with gr.Tab(LABEL, id=TAB_ID, elem_id=TAB_ID) as tab:
-        image = image_input("Image for img2img", "img_inpaint_base")
+        image = image_input("Image for img2img", "img_inpaint_base", settings)
         # RGBA: a mask with transparency keeps its alpha; an opaque one is read as greyscale.
-        mask = image_input("Mask", "img_inpaint_mask")
+        mask = image_input("Mask", "img_inpaint_mask", settings)
     return ModeTab(NAME, LABEL, TAB_ID, tab, inputs=[image, mask], read=read_inpaint_upload, image_input=image,
                    masks=True)

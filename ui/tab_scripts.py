@@ -29,7 +29,7 @@ class ScriptTab:
 
     def build(self, settings: Settings) -> ModeTab:
         with gr.Tab(self.LABEL, id=self.TAB_ID, elem_id=self.TAB_ID) as tab:
-            widget = image_input(f"Image for {self.LABEL}", f"img2img_{self.NAME}_image")
+            widget = image_input(f"Image for {self.LABEL}", f"img2img_{self.NAME}_image", settings)
             gr.Markdown(self.NOTE, elem_id=f"img2img_{self.NAME}_note")
 
         def read(value):

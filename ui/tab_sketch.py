@@ -13,7 +13,7 @@ NAME, LABEL, TAB_ID = "sketch", "Sketch", "img2img_sketch_tab"
 
 def build(settings: Settings) -> ModeTab:
     with gr.Tab(LABEL, id=TAB_ID, elem_id=TAB_ID) as tab:
-        widget = sketch_editor("Image for img2img", "img2img_sketch")
+        widget = sketch_editor("Image for img2img", "img2img_sketch", settings)
 
     def read(value):
         return {"init_image": image_from_editor(value)}
