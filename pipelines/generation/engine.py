@@ -183,7 +183,8 @@ class Engine:
         colors = None
         if req.color_correction:
             references = [req.color_reference_image] if req.color_reference_image is not None else inputs.images
-            colors = [color_reference(image_ops.flatten_onto_white(image)) for image in references]
+            background = color_rgb(req.background_color)  # the colour the init picture was flattened onto
+            colors = [color_reference(image_ops.flatten_onto(image, background)) for image in references]
         started = time.monotonic()
         for job in range(req.n_iter):
             if control.interrupted:
