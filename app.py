@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,10 +134,15 @@ def serve_api_only(settings: Settings) -> None:
 def start(settings: Settings) -> tuple[AppParts, Any, str, str | None]:
     """Build, launch without blocking and secure the UI (+ the API with --api): what main() serves.
     Returns (parts, Gradio's FastAPI app, local URL, share URL)."""
+    from api.cors import install_cors
     from server_auth import protect_gradio_app
 
     parts = create_app(settings)
     fastapi_app, local_url, share_url = parts.blocks.launch(prevent_thread_lock=True, **launch_kwargs(settings))
+    # Gradio's CORS middleware answers foreign origins (see api/cors.py): the launch flags' policy replaces it
+    install_cors(fastapi_app, settings, replace="CustomCORSMiddleware")
+    # --api-server-stop: close from another thread (not the server's own); main()'s block_thread then returns
+    fastapi_app.state.stop_server = lambda: threading.Thread(target=parts.blocks.close, daemon=True).start()
     guard = protect_gradio_app(fastapi_app, settings)
     if settings.api:
         install_api(fastapi_app, parts, guard)

@@ -7,7 +7,9 @@
 
 Layout: models.py (pydantic schemas), codec.py (base64 images), auth.py (--api-auth), errors.py (JSON
 errors), state.py (progress tracking, options), scripts.py (script_name lookup), img2img.py (request
-mapping, running, the info JSON), routes.py (the endpoints).
+mapping, running, the info JSON), routes.py (the endpoints), probes.py (the lists and controls clients
+probe: memory, script-info, unload/reload, server-stop), cors.py (--cors-allow-origins), request_log.py
+(one log line per failed request).
 """
 
 from __future__ import annotations
@@ -47,11 +49,18 @@ def build_api_app(
         auth=auth,
         guard=guard,
     )
+    from api.cors import install_cors
+
+    install_cors(app, settings)  # --cors-allow-origins(-regex), in place before the server starts
     return app
 
 
 def serve(app: Any, settings: Any) -> None:
-    """Serve `app` with uvicorn on settings.server_name:server_port (7861 with --nowebui); blocks."""
+    """Serve `app` with uvicorn on settings.server_name:server_port (7861 with --nowebui); blocks until
+    stopped (Ctrl+C, or POST /sdapi/v1/server-stop with --api-server-stop: app.state.stop_server)."""
     import uvicorn
 
-    uvicorn.run(app, host=settings.server_name, port=settings.server_port, log_level="info")
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.server_name, port=settings.server_port,
+                                           log_level="info"))
+    app.state.stop_server = lambda: setattr(server, "should_exit", True)  # graceful: running requests finish
+    server.run()

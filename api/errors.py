@@ -1,8 +1,9 @@
 """Errors the API answers with, and the wrapper that turns them (and anything unexpected) into JSON.
 
 Every error body is {"detail": <message>} like FastAPI's and A1111's; errors about one request field also
-carry "field". The wrapper is per endpoint (not an app exception handler), so it works on an app that is
-already serving, such as Gradio's, where handlers added late would be ignored.
+carry "field". User errors are logged, one line each, by the route class (api/request_log.py); only an
+unexpected exception logs its stack trace here. The wrapper is per endpoint (not an app exception handler),
+so it works on an app that is already serving, such as Gradio's, where handlers added late would be ignored.
 """
 
 from __future__ import annotations
@@ -35,26 +36,18 @@ def field_error(field: str, message: str, status: int = 422) -> ApiError:
     return ApiError(status, f"{field}: {message}", field)
 
 
-def log_user_error(status: int, detail: Any) -> None:
-    """A user error is one line in the server log (the client has the details); tracebacks are for bugs."""
-    log.warning("API: %d %s", status, " ".join(str(detail).split())[:500])
-
-
 def error_response(exc: BaseException) -> JSONResponse:
     if isinstance(exc, ApiError):
         body: dict[str, Any] = {"detail": exc.detail}
         if exc.field:
             body["field"] = exc.field
-        log_user_error(exc.status, exc.detail)
         return JSONResponse(status_code=exc.status, content=body)
     if isinstance(exc, RequestError):
-        log_user_error(422, exc)
         return JSONResponse(status_code=422, content={"detail": str(exc), "field": exc.field})
     if isinstance(exc, (ModelNotFound, CheckpointError)):  # an unknown or unreadable model file
         status = 404 if isinstance(exc, ModelNotFound) else 422
-        log_user_error(status, exc)
         return JSONResponse(status_code=status, content={"detail": str(exc)})
-    log.exception("API error", exc_info=exc)
+    log.error("API error: %s: %s", type(exc).__name__, exc, exc_info=exc)  # a bug: its stack trace
     return JSONResponse(
         status_code=500, content={"detail": f"{type(exc).__name__}: {exc}", "error": type(exc).__name__}
     )
@@ -69,8 +62,7 @@ def json_errors(endpoint: Callable[..., Any]) -> Callable[..., Any]:
         async def wrapped_async(*args: Any, **kwargs: Any) -> Any:
             try:
                 return await endpoint(*args, **kwargs)
-            except HTTPException as exc:
-                log_user_error(exc.status_code, exc.detail)
+            except HTTPException:
                 raise
             except Exception as exc:  # noqa: BLE001 - the server answers, it never dies
                 return error_response(exc)
@@ -81,8 +73,7 @@ def json_errors(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         try:
             return endpoint(*args, **kwargs)
-        except HTTPException as exc:
-            log_user_error(exc.status_code, exc.detail)
+        except HTTPException:
             raise
         except Exception as exc:  # noqa: BLE001
             return error_response(exc)

@@ -394,7 +394,9 @@ def _typed(value: str) -> Any:
 def info_json(job: PreparedJob, result: Any, facts: ModelFacts, version: str) -> str:
     """A1111's Processed.js(): what a client needs to know about the run, as a JSON string."""
     req, body = job.request, job.body
-    parsed = [parse_infotext(text) for text in result.infotexts]
+    # A grid leads images and infotexts (index_of_first_image = 1); all_* lists hold the real images only.
+    first_image = getattr(result, "index_of_first_image", 0)
+    parsed = [parse_infotext(text) for text in result.infotexts[first_image:]]
     all_prompts = [p.get("Prompt", req.prompt) for p in parsed] or [req.prompt]
     all_negative = [p.get("Negative prompt", req.negative_prompt) for p in parsed] or [req.negative_prompt]
     first = parsed[0] if parsed else {}
@@ -425,7 +427,7 @@ def info_json(job: PreparedJob, result: Any, facts: ModelFacts, version: str) ->
         "seed_resize_from_h": _or(body.seed_resize_from_h, -1),
         "denoising_strength": req.denoising_strength,
         "extra_generation_params": extra,
-        "index_of_first_image": 0,
+        "index_of_first_image": first_image,
         "infotexts": list(result.infotexts),
         "styles": list(body.styles or []),
         "job_timestamp": facts.job_timestamp,

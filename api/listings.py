@@ -99,13 +99,20 @@ def sd_models(models: Any) -> list[dict[str, Any]]:
                 "sha256": None,
                 "filename": "",
                 "config": None,
+                "family": "sd1",
             }
         ]
     return [
         {"title": c.title, "model_name": c.name, "hash": c.short_hash, "sha256": full_hash(models, c),
-         "filename": str(c.path), "config": None}
+         "filename": str(c.path), "config": None, "family": _family(models, c)}
         for c in models.checkpoints
     ]  # fmt: skip
+
+
+def _family(models: Any, info: Any) -> str | None:
+    """This app's addition to A1111's fields: "sd1", "sd2" or "sdxl" (None: not known until loaded)."""
+    family = models.family_of(info) if hasattr(models, "family_of") else None
+    return family.value if family is not None else None
 
 
 def full_hash(models: Any, info: Any) -> str | None:

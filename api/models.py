@@ -149,6 +149,7 @@ class SDModelItem(_Lenient):
     sha256: str | None = None
     filename: str
     config: str | None = None
+    family: str | None = None  # "sd1", "sd2" or "sdxl" (this app's addition; None: a .ckpt not loaded yet)
 
 
 class SDVaeItem(_Lenient):

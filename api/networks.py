@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipelines.io.styles import StyleDatabase
+from pipelines.models.embeddings import is_sdxl, model_width
 
 
 def loras(models: Any) -> list[dict[str, Any]]:
@@ -20,8 +21,8 @@ def loras(models: Any) -> list[dict[str, Any]]:
 
 
 def embeddings(models: Any) -> dict[str, dict[str, Any]]:
-    width = models.current.components.text_encoder.get_input_embeddings().weight.shape[-1]
-    loaded, skipped = models.embeddings.listing(width)
+    components = models.current.components
+    loaded, skipped = models.embeddings.listing(model_width(components), is_sdxl(components))  # SDXL: 1280
 
     def item(e: Any) -> dict[str, Any]:
         return {"step": e.step, "sd_checkpoint": e.sd_checkpoint, "sd_checkpoint_name": e.sd_checkpoint_name,

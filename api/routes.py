@@ -19,8 +19,9 @@ import anyio
 import anyio.to_thread
 from fastapi import Body, Depends, FastAPI, Request
 
+from api import extras as extras_routes
 from api import img2img as img2img_job
-from api import listings, networks
+from api import listings, networks, probes
 from api.alwayson import ALWAYSON_TITLES
 from api.auth import basic_auth_dependency
 from api.codec import decode_image, encode_png, other_text_items
@@ -41,8 +42,10 @@ from api.models import (
     SDVaeItem,
     UpscalerItem,
 )
+from api.request_log import logged_route
 from api.scripts import ScriptCatalog
 from api.state import JobTracker, OptionsStore
+from api.txt2img import txt2img_endpoint
 from pipelines.fields import RequestError
 from pipelines.generation.infotext_params import VERSION as ENGINE_VERSION
 from pipelines.generation.progress import JobControl
@@ -211,10 +214,11 @@ class SdApi:
 
     # options / flags ---------------------------------------------------------------------------------
     def get_options(self) -> Any:
-        model = self.models.current
+        # an unloaded checkpoint is named without loading it again
+        info = getattr(self.models, "active_info", None) or self.models.current.info
         values = self.options.as_dict()
-        values["sd_model_checkpoint"] = model.info.title
-        values["sd_checkpoint_hash"] = listings.full_hash(self.models, model.info)
+        values["sd_model_checkpoint"] = info.title
+        values["sd_checkpoint_hash"] = listings.full_hash(self.models, info)
         values["sd_vae"] = self.models.vae_choice
         return values
 
@@ -309,7 +313,8 @@ def create_api(
         guard = basic_auth_dependency(credentials)
     dependencies = [Depends(guard)] if guard is not None else []
 
-    body_route = body_limited_route(api.limits.max_body_bytes)  # 413 past --api-max-body-mb
+    # 413 past --api-max-body-mb; every failed answer logged on one line (api/request_log.py)
+    body_route = logged_route(body_limited_route(api.limits.max_body_bytes))
 
     def route(path: str, endpoint: Callable[..., Any], method: str, response_model: Any = None) -> None:
         app.router.add_api_route(  # the router's: it takes the route class
@@ -322,6 +327,7 @@ def create_api(
             route_class_override=body_route,
         )
 
+    route("/txt2img", txt2img_endpoint(api), "POST", ImageToImageResponse)
     route("/img2img", api.img2img, "POST", ImageToImageResponse)
     route("/png-info", api.png_info, "POST", PNGInfoResponse)
     route("/progress", api.progress, "GET", ProgressResponse)
@@ -341,6 +347,8 @@ def create_api(
     route("/refresh-vae", api.refresh_vae, "POST")
     # LoRA, embeddings and styles: A1111's lists and refresh calls (api/networks.py)
     networks.add_routes(route, models, getattr(engine, "styles", None) or StyleDatabase(settings.styles_path))
+    extras_routes.add_routes(route, api)  # Extras upscale (api/extras.py)
+    probes.add_routes(route, api)  # memory, script-info, unload/reload, server-stop... (api/probes.py)
     install_docs(app, PREFIX, dependencies)
     app.state.sdapi = api
     return api

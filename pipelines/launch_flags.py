@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,14 @@ class Settings:
     skip_torch_cuda_test: bool = False
     opt_sdp_attention: bool = False
     xformers: bool = False
+    # Opt-in speed options (device_policy.SpeedOptions; measured by bench/suite.py)
+    opt_channelslast: bool = False
+    compile_unet: bool = False
+    fuse_qkv: bool = False
+    # CORS (A1111's flags): origins allowed to call the server from a page of another origin
+    cors_allow_origins: str | None = None
+    cors_allow_origins_regex: str | None = None
+    api_server_stop: bool = False  # POST /sdapi/v1/server-stop, -restart, -kill
     # Request limits (pipelines/limits.py; None: its default)
     api_max_body_mb: float | None = None
     max_image_pixels: int | None = None
@@ -133,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-half", action="store_true", help="run the model in fp32")
     p.add_argument("--no-half-vae", action="store_true", help="run the VAE in fp32")
     p.add_argument("--precision", choices=["full", "half", "autocast"], default="autocast",
-                   help="full = fp32, half/autocast = fp16 on GPU")
+                   help="full = fp32, half/autocast = fp16 on GPU; half on a CPU with bf16 units = bf16")
     p.add_argument("--medvram", action="store_true", help="keep only the active model on the GPU (model CPU offload)")
     p.add_argument("--lowvram", action="store_true",
                    help="stream weights to the GPU layer by layer (sequential CPU offload)")
@@ -145,8 +154,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-torch-cuda-test", action="store_true", help="accepted for A1111 compatibility")
     p.add_argument("--opt-sdp-attention", action="store_true", help="accepted: PyTorch SDPA attention is always used")
     p.add_argument("--xformers", action="store_true", help="accepted: PyTorch SDPA attention is used instead")
+    p.add_argument("--opt-channelslast", action="store_true", help="channels-last memory format for the UNet")
+    p.add_argument("--compile-unet", action="store_true",
+                   help="torch.compile the UNet (the first generation after a model load waits for the compile)")
+    p.add_argument("--fuse-qkv", action="store_true",
+                   help="fuse the UNet's attention q/k/v projections into one matmul (not with LoRA)")
+    p.add_argument("--cors-allow-origins", metavar="ORIGINS", type=_origins,
+                   help="allowed CORS origin(s), comma-separated, e.g. http://localhost:8080 (default: none)")
+    p.add_argument("--cors-allow-origins-regex", metavar="REGEX", type=_regex,
+                   help="allowed CORS origins as a regular expression matching the whole origin")
+    p.add_argument("--api-server-stop", action="store_true",
+                   help="enable POST /sdapi/v1/server-stop, server-restart and server-kill")
     _add_limit_flags(p)
     return p
+
+
+def _origins(text: str) -> str:
+    """--cors-allow-origins: each entry an origin as browsers send it (scheme://host[:port]), or * / null."""
+    for origin in (o.strip() for o in text.split(",")):
+        if origin and origin not in ("*", "null") and not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#\s]+", origin):
+            raise argparse.ArgumentTypeError(f"{origin!r} is not an origin such as http://localhost:8080 "
+                                             f"(scheme://host[:port], no path)")
+    return text
+
+
+def _regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a regular expression: {exc}") from None
+    return text
 
 
 def _add_limit_flags(p: argparse.ArgumentParser) -> None:

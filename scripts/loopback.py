@@ -138,7 +138,7 @@ def run(engine: Any, request: Img2ImgRequest, params: LoopbackParams,
         on_progress: ProgressCallback | None = None, control: JobControl | None = None,
         context: ScriptContext | None = None) -> GenerationResult:
     # 1. Validate everything before any work; the caller's request is never modified.
-    base = request.replace()
+    base = request.replace(return_grid=False, grid_save=False)  # A1111's do_not_save_grid: no grid per call
     base.validate()
     job = _LoopbackJob(engine, base, params, _interrogator(params, context or ScriptContext()),
                        control or JobControl(), JobProgress(on_progress, params.loops * base.n_iter))

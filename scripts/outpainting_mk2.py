@@ -185,7 +185,7 @@ def _strip(canvas: Image.Image, side: _Side, image: Image.Image, width: int, hei
 def run(engine: Any, request: Img2ImgRequest, params: OutpaintingMk2Params,
         on_progress: ProgressCallback | None = None, control: JobControl | None = None,
         context: ScriptContext | None = None) -> GenerationResult:
-    base = request.replace()
+    base = request.replace(return_grid=False, grid_save=False)  # A1111's do_not_save_grid: no grid per call
     base.validate()
     control = control or JobControl()
     source = image_ops.flatten_onto_white(base.init_image)

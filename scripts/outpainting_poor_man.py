@@ -90,7 +90,7 @@ def run(engine: Any, request: Img2ImgRequest, params: PoorManOutpaintingParams,
         on_progress: ProgressCallback | None = None, control: JobControl | None = None,
         context: ScriptContext | None = None) -> GenerationResult:
     # 1. Validate first; the caller's request is never modified.
-    base = request.replace()
+    base = request.replace(return_grid=False, grid_save=False)  # A1111's do_not_save_grid: no grid per call
     base.validate()
     if params.pixels >= min(base.width, base.height):
         raise RequestError("script_args", f"{TITLE}: pixels to expand {params.pixels} must be smaller than "

@@ -110,7 +110,7 @@ def run(engine: Any, request: Img2ImgRequest, params: SdUpscaleParams,
         on_progress: ProgressCallback | None = None, control: JobControl | None = None,
         context: ScriptContext | None = None) -> GenerationResult:
     # 1. Validate everything first; the caller's request is never modified.
-    base = request.replace()
+    base = request.replace(return_grid=False, grid_save=False)  # A1111's do_not_save_grid: no grid per call
     base.validate()
     context = context or ScriptContext()
     if params.overlap >= min(base.width, base.height):

@@ -48,6 +48,8 @@ def page(browser, server):
     page = context.new_page()
     page.set_default_timeout(30_000)
     page.goto(server[0])
+    page.wait_for_selector("#txt2img_generate")  # the page opens on txt2img, as A1111's does
+    page.locator("#tab_img2img-button").click()  # most browser tests start on img2img
     page.wait_for_selector("#img2img_generate")
     yield page
     context.close()

@@ -178,8 +178,9 @@ def test_img2img_response_has_a1111_shape_seeds_and_infotexts(client):
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) == {"images", "parameters", "info"}
-    assert len(body["images"]) == 4
-    assert all(decode(b).size == (64, 64) and decode(b).format == "PNG" for b in body["images"])
+    assert len(body["images"]) == 5  # A1111's grid first (index_of_first_image 1), then the 4 images
+    assert decode(body["images"][0]).size == (128, 128)
+    assert all(decode(b).size == (64, 64) and decode(b).format == "PNG" for b in body["images"][1:])
     info = json.loads(body["info"])
     assert info["seed"] == 1234 and info["all_seeds"] == [1234, 1235, 1236, 1237]
     assert len(info["all_subseeds"]) == 4 and info["all_subseeds"][1] == info["subseed"] + 1
@@ -216,7 +217,8 @@ def test_img2img_response_has_a1111_shape_seeds_and_infotexts(client):
     assert (info["width"], info["height"], info["steps"], info["batch_size"]) == (64, 64, 4, 2)
     assert info["sampler_name"] == "Euler a" and info["denoising_strength"] == 0.5
     assert info["sd_model_name"] == "alpha" and len(info["sd_model_hash"]) == 10
-    assert [f"Seed: {s}," in t for s, t in zip(info["all_seeds"], info["infotexts"])] == [True] * 4
+    assert info["index_of_first_image"] == 1 and len(info["infotexts"]) == 5
+    assert [f"Seed: {s}," in t for s, t in zip(info["all_seeds"], info["infotexts"][1:])] == [True] * 4
     # the request echo: init images and mask nulled by default
     params = body["parameters"]
     assert params["init_images"] is None and params["mask"] is None
@@ -302,8 +304,8 @@ def test_several_init_images_form_one_batch_with_seed_plus_i(client):
     other = png_b64(source((20, 90, 200)))
     body = img2img(client, init_images=[INIT, other], batch_size=2, seed=50).json()
     info = json.loads(body["info"])
-    assert info["all_seeds"] == [50, 51] and len(body["images"]) == 2
-    a, b = (np.asarray(decode(x), "float32") for x in body["images"])
+    assert info["all_seeds"] == [50, 51] and len(body["images"]) == 3  # the grid first
+    a, b = (np.asarray(decode(x), "float32") for x in body["images"][1:])
     assert np.abs(a.mean(axis=(0, 1)) - b.mean(axis=(0, 1))).max() > 1  # each item kept its own picture
     assert_field_error(img2img(client, init_images=[INIT, other, INIT], batch_size=2), "init_images")
 
@@ -394,10 +396,6 @@ def test_server_keeps_answering_after_errors(client):
             == 422
         )
     assert img2img(client).status_code == 200
-
-
-def test_txt2img_is_not_served(client):
-    assert client.post(f"{V1}/txt2img", json={"prompt": "x"}).status_code == 404
 
 
 # -- lists ----------------------------------------------------------------------------------------------

@@ -272,6 +272,6 @@ def test_a_full_disk_returns_the_images_with_a_notice(server, monkeypatch):
     monkeypatch.setattr(outputs, "_encode", disk_full)
     r = server["client"].post(f"{V1}/img2img", json=payload(save_images=True, batch_size=2))
     assert r.status_code == 200, r.text
-    assert len(r.json()["images"]) == 2
+    assert len(r.json()["images"]) == 3  # the grid (not saved either) and the 2 images
     notices = json.loads(r.json()["info"])["notices"]
     assert any("saving failed" in n and "disk is full" in n for n in notices), notices

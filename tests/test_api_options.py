@@ -194,7 +194,8 @@ def test_all_seeds_and_subseeds_without_variation(client):
 def test_all_seeds_constant_with_variation(client):
     _, info = run(client, batch_size=2, n_iter=2, seed=100, subseed=500, subseed_strength=0.4)
     assert info["all_seeds"] == [100, 100, 100, 100] and info["all_subseeds"] == [500, 501, 502, 503]
-    assert [parse_infotext(t)["Variation seed"] for t in info["infotexts"]] == ["500", "501", "502", "503"]
+    texts = info["infotexts"][info["index_of_first_image"]:]  # after A1111's grid
+    assert [parse_infotext(t)["Variation seed"] for t in texts] == ["500", "501", "502", "503"]
 
 
 # 5. Infotext / info ------------------------------------------------------------------------------------------
@@ -256,9 +257,10 @@ def test_bad_alwayson_scripts_are_422(client, scripts, field):
 # 7. Leniency ---------------------------------------------------------------------------------------------------
 def test_all_black_mask_returns_the_picture_unchanged_with_a_notice(client):
     body, info = run(client, mask=b64(Image.new("L", (64, 64), 0)), batch_size=2)
-    assert len(body["images"]) == 2 and info["all_seeds"] == [77, 78]
+    assert len(body["images"]) == 3 and info["all_seeds"] == [77, 78]  # the grid first
     original = np.asarray(picture(), dtype=int)
-    assert all(np.array_equal(np.asarray(decode(b).convert("RGB"), dtype=int), original) for b in body["images"])
+    assert all(np.array_equal(np.asarray(decode(b).convert("RGB"), dtype=int), original)
+               for b in body["images"][1:])
     assert any("mask is all black" in n for n in info["notices"])
 
 

@@ -28,7 +28,8 @@ def picture():
 
 def request(sampler, **kw):
     base = dict(init_image=picture(), prompt="a lighthouse", width=64, height=64, steps=4, seed=1000,
-                denoising_strength=0.9, save_images=False, sampler_name=sampler)
+                denoising_strength=0.9, save_images=False, sampler_name=sampler,
+                return_grid=False)  # image i of the batch, without A1111's grid first (tests/test_grids.py)
     base.update(kw)
     return Img2ImgRequest(**base)
 

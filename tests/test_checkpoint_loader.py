@@ -247,18 +247,22 @@ def _save(tmp_path: Path, name: str, state: dict) -> Path:
     return save_state_dict(state, tmp_path / name)
 
 
-def test_sdxl_is_not_supported_yet(tmp_path):
+def test_an_incomplete_sdxl_file_is_named_as_such(tmp_path):
+    """SDXL loads (tests/test_sdxl.py); a file with its keys but parts missing is refused naming the part."""
     path = _save(tmp_path, "sdxl.safetensors", {
         f"model.diffusion_model.input_blocks.4.1.{CROSS_ATTENTION_K}": torch.zeros(64, 2048),
         "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight": torch.zeros(768),
     })
-    with pytest.raises(CheckpointError, match="not supported yet") as caught:
+    with pytest.raises(CheckpointError, match="incomplete SDXL checkpoint: no VAE weights") as caught:
         load_checkpoint(path)
     assert str(path) in str(caught.value)
 
 
-@pytest.mark.parametrize("openclip_keys", [True, False])
-def test_sd2_is_not_supported_yet(tmp_path, openclip_keys):
+@pytest.mark.parametrize("openclip_keys,message", [
+    (True, "an SD 2.x file without UNet weights"),  # SD 2.x loads (tests/test_sd2.py); damaged parts are named
+    (False, r"an SD 2.x UNet \(cross-attention width 1024\) without its OpenCLIP text encoder"),
+])
+def test_a_damaged_sd2_file_is_named_as_such(tmp_path, openclip_keys, message):
     state = {
         f"model.diffusion_model.input_blocks.1.1.{CROSS_ATTENTION_K}": torch.zeros(32, 1024),
         "first_stage_model.encoder.conv_in.weight": torch.zeros(128, 3, 3, 3),
@@ -267,7 +271,7 @@ def test_sd2_is_not_supported_yet(tmp_path, openclip_keys):
     if openclip_keys:
         state["cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"] = torch.zeros(3072, 1024)
     path = _save(tmp_path, "sd2.safetensors", state)
-    with pytest.raises(CheckpointError, match="SD 2.x / SDXL checkpoints are not supported yet") as caught:
+    with pytest.raises(CheckpointError, match=message) as caught:
         load_checkpoint(path)
     assert str(path) in str(caught.value)
 
@@ -371,9 +375,9 @@ def test_diffusers_folder_loads_with_shipped_tokenizer(demo, tmp_path):
     assert loaded.tokenizer("a cat").input_ids == demo.tokenizer("a cat").input_ids
 
 
-def test_sdxl_diffusers_folder_is_not_supported(tmp_path):
+def test_an_incomplete_sdxl_diffusers_folder_is_named_as_such(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
-    with pytest.raises(CheckpointError, match="not supported yet"):
+    with pytest.raises(CheckpointError, match="StableDiffusionXLPipeline folder is incomplete: no unet"):
         load_checkpoint(tmp_path)
 
 

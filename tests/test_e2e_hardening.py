@@ -112,7 +112,7 @@ def test_the_demo_model_stays_selectable_after_refresh_and_new_tabs_see_the_list
     try:
         other = context.new_page()  # a new browser tab: the list as it is now, not as it was at start-up
         other.goto(server[0])
-        other.wait_for_selector("#img2img_generate")
+        other.wait_for_selector("#txt2img_generate")
         wait_for_value(other, box, DEMO_LABEL)
         labels = option_labels(other)
         assert [label.split(" [")[0] for label in labels[:2]] == ["fresh", "later"] and labels[-1] == DEMO_LABEL

@@ -30,6 +30,6 @@ def test_login_page_then_the_studio_and_its_api(browser, server):
     log_in(page, "wrong")
     page.get_by_text("Incorrect Credentials").wait_for()
     log_in(page, "pw1")
-    page.wait_for_selector("#img2img_generate")
+    page.wait_for_selector("#txt2img_generate")
     assert page.evaluate("fetch('/sdapi/v1/samplers').then(r => r.status)") == 200  # the log-in cookie
     context.close()

@@ -31,7 +31,7 @@ def source_image(w=96, h=80):
 
 def request(**kw):
     base = dict(init_image=source_image(), prompt="a red barn", width=64, height=64, steps=6, seed=1234,
-                save_images=False)
+                save_images=False, return_grid=False)  # the images themselves (grids: tests/test_grids.py)
     base.update(kw)
     return Img2ImgRequest(**base)
 

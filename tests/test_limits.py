@@ -64,7 +64,7 @@ def test_the_engine_refuses_a_ui_image_over_the_limit(tmp_path):
 class WordTokenizer:
     """One token per word; takes one text or a list, as CLIP's tokenizer does."""
 
-    bos_token_id, eos_token_id = 1, 2
+    bos_token_id, eos_token_id, pad_token_id = 1, 2, 2  # CLIP ViT-L pads with its end token
 
     def __call__(self, text, **kwargs):
         if isinstance(text, list):
@@ -136,7 +136,7 @@ def test_a_run_without_sampling_steps_still_reports_progress(engine):
     updates = []
     result = engine.img2img(small_request(sampler_name="DDIM", steps=20, denoising_strength=0.04, n_iter=2),
                             updates.append)
-    assert len(result.images) == 2
+    assert len(result.images) == 3 and result.index_of_first_image == 1  # A1111's grid, then the 2 images
     assert [(u.job, u.fraction) for u in updates] == [(0, 0.5), (1, 1.0)]
 
 
@@ -149,7 +149,7 @@ def test_a_full_disk_keeps_the_finished_images(engine, monkeypatch):
 
     monkeypatch.setattr(outputs, "_encode", disk_full)
     result = engine.img2img(small_request(save_images=True, n_iter=2))
-    assert len(result.images) == 2 and result.paths == []
+    assert len(result.images) == 3 and result.paths == []  # the grid (not saved either) and the 2 images
     assert [n for n in result.notices if "saving failed" in n and "disk is full" in n]
     leftovers = [name for _, _, names in os.walk(engine.outputs_root) for name in names if name.startswith(".")]
     assert leftovers == []

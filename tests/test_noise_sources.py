@@ -211,7 +211,8 @@ def engine(tmp_path_factory):
 
 def run(engine, **kw):
     base = dict(init_image=blocky_picture(64, 64, seed=5), prompt="a lighthouse", width=64, height=64, steps=4,
-                seed=1000, denoising_strength=0.9, save_images=False, sampler_name="Euler a")
+                seed=1000, denoising_strength=0.9, save_images=False, sampler_name="Euler a",
+                return_grid=False)  # image i of a batch, without A1111's grid first (tests/test_grids.py)
     base.update(kw)
     return engine.img2img(Img2ImgRequest(**base))
 

@@ -110,7 +110,7 @@ def test_failed_encode_leaves_nothing(tmp_path):
 
 
 def test_crash_midway_through_writing_leaves_no_partial_file(tmp_path, monkeypatch):
-    def half_write(img, infotext, path, pil_format, quality):
+    def half_write(img, infotext, path, pil_format, quality, text_chunks=None):
         with open(path, "wb") as f:
             f.write(b"\x89PNG partial")
         raise RuntimeError("disk on fire")

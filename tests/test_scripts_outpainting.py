@@ -148,7 +148,7 @@ def test_outpainting_infotext_names_the_script_and_restores_in_the_ui():
     from pipelines.io.infotext import build_infotext, parse_infotext
     from scripts import outpainting_mk2, outpainting_poor_man
     from scripts.common import outpainting_params
-    from ui.script_values import script_from_infotext
+    from scripts.script_values import script_from_infotext
 
     params = outpainting_mk2.OutpaintingMk2Params(pixels=64, mask_blur=6, directions=("left", "down"),
                                                   noise_q=1.5, color_variation=0.1)

@@ -81,7 +81,8 @@ def test_labels_and_defaults_match_a1111(parts):
     assert by_label["Schedule type"].value == "Automatic"
     assert (by_label["Sampling steps"].minimum, by_label["Sampling steps"].maximum) == (1, 150)
     assert by_label["Sampling steps"].value == 20
-    assert (by_label["Width"].minimum, by_label["Width"].maximum, by_label["Width"].step) == (64, 2048, 8)
+    width = next(b for b in parts.blocks.blocks.values() if getattr(b, "elem_id", None) == "img2img_width")
+    assert (width.minimum, width.maximum, width.step) == (64, 2048, 8)  # (Extras has its own "Width", up to 8192)
     assert (by_label["CFG Scale"].step, by_label["CFG Scale"].value) == (0.5, 7.0)
     assert by_label["Denoising strength"].value == 0.75
     assert (by_label["Batch size"].maximum, by_label["Batch count"].maximum) == (8, 100)

@@ -475,7 +475,8 @@ def test_send_to_an_inpaint_tab_puts_the_image_there_and_pastes_the_inpaint_fiel
 
 def test_send_from_the_gallery_to_inpaint_fills_the_editor(parts):
     fn = next(f for f in parts.blocks.fns.values() if f.name == "from_gallery"
-              and any(parts.blocks.blocks[t[0]].elem_id == "img2img_send_to_inpaint" for t in f.targets))
+              and any(getattr(parts.blocks.blocks.get(t[0]), "elem_id", None) == "img2img_send_to_inpaint"
+                      for t in f.targets))
     image = gradient((96, 64))
     out = fn.fn(Results([image], [INFOTEXT], [1234], [1], []), 0, 1.0, {})
     assert out[1].selected == "img2img_inpaint_tab" and out[2] == "inpaint" and out[3] is image

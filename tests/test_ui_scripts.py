@@ -17,12 +17,7 @@ from pipelines.models.interrogate import Interrogator, InterrogatorUnavailable
 from scripts.loopback import AppendInterrogation, DenoisingCurve, LoopbackParams
 from scripts.outpainting_mk2 import OutpaintingMk2Params
 from scripts.outpainting_poor_man import PoorManOutpaintingParams
-from scripts.sd_upscale import SdUpscaleParams
-from ui import tab_scripts
-from ui.interrogate_button import active_image, interrogate_prompt
-from ui.modes import ModeTab
-from ui.output_panel import Results
-from ui.script_values import (
+from scripts.script_values import (
     ALL_CONTROLS,
     NO_SCRIPT,
     SCRIPT_CHOICES,
@@ -32,6 +27,11 @@ from ui.script_values import (
     script_from_infotext,
     split_values,
 )
+from scripts.sd_upscale import SdUpscaleParams
+from ui import tab_scripts
+from ui.interrogate_button import active_image, interrogate_prompt
+from ui.modes import ModeTab
+from ui.output_panel import Results
 from ui.scripts_panel import ScriptsPanel, build_scripts_panel, paste_script
 from ui.values import fields_from_infotext
 

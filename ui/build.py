@@ -17,7 +17,10 @@ from pipelines.io.outputs import read_infotext
 from pipelines.io.styles import StyleDatabase
 from pipelines.launch_flags import Settings
 from pipelines.models.model_manager import ModelManager
+from scripts.sd_upscale import upscaler_choices
 from ui import (
+    tab_batch,
+    tab_extras,
     tab_img2img,
     tab_inpaint,
     tab_inpaint_sketch,
@@ -25,6 +28,7 @@ from ui import (
     tab_png_info,
     tab_scripts,
     tab_sketch,
+    tab_txt2img,
 )
 from ui.extra_networks_panel import build_extra_networks_panel, wire_extra_networks
 from ui.generation import Finished, Progress, enlarge_preview, request_for, run_in_thread, user_error
@@ -46,9 +50,12 @@ log = logging.getLogger(__name__)
 
 MAIN_TAB_ID = "img2img"
 # Sub-tab modules of the img2img tab, in A1111's order.
-MODE_MODULES = (tab_img2img, tab_sketch, tab_inpaint, tab_inpaint_sketch, tab_inpaint_upload)
+MODE_MODULES = (tab_img2img, tab_sketch, tab_inpaint, tab_inpaint_sketch, tab_inpaint_upload, tab_batch)
 MODE_MODULES += tab_scripts.TABS  # Outpaint, Loopback, SD upscale: sub-tabs that pick their script
-SEND_TARGETS = [(m.NAME, getattr(m, "SEND_LABEL", f"Send to {m.NAME}")) for m in MODE_MODULES]
+# A "Send to" button per sub-tab that takes a picture (SEND_LABEL None: Batch reads a folder instead).
+SEND_TARGETS = [(m.NAME, getattr(m, "SEND_LABEL", f"Send to {m.NAME}")) for m in MODE_MODULES
+                if getattr(m, "SEND_LABEL", "") is not None]
+EXTRAS_TARGET = [(tab_extras.TAB_ID, tab_extras.SEND_LABEL)]  # the other top-level tab a picture is sent to
 # Gradio's cache (uploads, shown results) is swept every hour of files older than 6 h, and emptied when the
 # server stops, so uploads do not pile up; saved outputs live in outputs/ and are never touched.
 CACHE_CLEANUP = (3600, 6 * 3600)  # (how often, how old) in seconds: gr.Blocks(delete_cache=...)
@@ -83,13 +90,16 @@ apply();
 
 def launch_options() -> dict[str, Any]:
     """Page-level options that Gradio 6 takes in launch()."""
-    return {"css": PAGE_CSS, "js": page_js()}
+    return {"css": PAGE_CSS + tab_txt2img.CSS, "js": page_js()}
 
 
 def build_ui(engine: Engine, models: ModelManager, settings: Settings, interrogator: Any = None) -> gr.Blocks:
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as blocks:
         build_top_bar(models, engine.queue)
-        with gr.Tabs(elem_id="tabs") as main_tabs:
+        # A1111's order: txt2img first. img2img stays the tab shown on load (this project started as it).
+        with gr.Tabs(elem_id="tabs", selected=tab_txt2img.TAB_ID) as main_tabs:  # A1111 opens on txt2img
+            txt2img = tab_txt2img.build(models, engine.styles or StyleDatabase(settings.styles_path),
+                                        upscaler_choices(settings.models_dir), EXTRAS_TARGET)
             with gr.Tab("img2img", id=MAIN_TAB_ID, elem_id="tab_img2img"):
                 toprow = build_toprow()
                 styles = build_styles_row(engine.styles or StyleDatabase(settings.styles_path))
@@ -104,8 +114,9 @@ def build_ui(engine: Engine, models: ModelManager, settings: Settings, interroga
                         settings_panel = build_settings_panel()  # A1111's per-run img2img options
                         scripts = build_scripts_panel(settings.models_dir, interrogator)
                     with gr.Column(scale=1, elem_id="img2img_results"):
-                        output = build_output_panel(SEND_TARGETS)
-            png_info = tab_png_info.build(SEND_TARGETS)
+                        output = build_output_panel(SEND_TARGETS, EXTRAS_TARGET)
+            extras = tab_extras.build(settings)  # A1111's order: img2img, Extras, PNG Info
+            png_info = tab_png_info.build(SEND_TARGETS, EXTRAS_TARGET + [(tab_txt2img.TAB_ID, tab_txt2img.SEND_LABEL)])
 
         fields = _ordered_fields(toprow, styles, params, inpaint, settings_panel)
         wire_styles(styles, engine.styles or StyleDatabase(settings.styles_path), toprow.prompt,
@@ -120,7 +131,17 @@ def build_ui(engine: Engine, models: ModelManager, settings: Settings, interroga
         counters = [(toprow.prompt, toprow.prompt_counter), (toprow.negative_prompt, toprow.negative_counter)]
         wire_token_counters(counters, params.fields["steps"], lambda: counter_tokenizer(models),
                             settings_panel.fields.get("emphasis"))
-        ui.wire_send_buttons(main_tabs, mode_tabs, output, png_info)
+        ui.wire_send_buttons(main_tabs, mode_tabs, output, png_info, txt2img.output)
+        tab_txt2img.wire(txt2img, engine, models, engine.styles or StyleDatabase(settings.styles_path))
+        tab_txt2img.wire_png_info_send(txt2img, png_info.other_buttons[tab_txt2img.TAB_ID], png_info.image,
+                                       main_tabs)
+        tab_extras.wire_img2img_sends(extras, main_tabs, txt2img.output, None)  # txt2img's "Send to extras"
+        for mode in (m for m in modes if m.name in txt2img.output.send_buttons):  # inpaint options with the tab
+            txt2img.output.send_buttons[mode.name].click(
+                lambda res, masks=mode.masks: gr.Column(visible=masks) if res.images else gr.skip(),
+                inputs=txt2img.output.results, outputs=inpaint.group, queue=False)
+        tab_extras.wire(extras, engine, settings)
+        tab_extras.wire_img2img_sends(extras, main_tabs, output, png_info)  # "Send to extras"
         wire_inpaint_panel(inpaint, modes, output, png_info)
         wire_script_tabs(scripts, modes, tab_scripts.TAB_SCRIPTS)
         wire_script_paste(scripts, output, png_info, tab_scripts.TAB_SCRIPTS)
@@ -166,11 +187,15 @@ class _Wiring:
         def generate(mode_name: str, resize_tab: str, known: dict, *values: Any):
             mode, mode_values = self._mode_values(mode_name, values[:n_modes])
             field_values = dict(zip(FIELD_NAMES, values[n_modes:n_modes + n_fields], strict=True))
-            request = request_for(mode, mode_values, field_values, resize_tab)
-            job = self.scripts.job(self.engine, request, values[n_modes + n_fields:])
-            known = {**known, mode.name: request.init_image.size}
+            if mode.run_job is not None:  # Batch: a folder of pictures, one run each (ui/tab_batch.py)
+                request, job = mode.run_job(self.engine, mode_values, field_values, resize_tab,
+                                            values[n_modes + n_fields:], self.scripts)
+            else:
+                request = request_for(mode, mode_values, field_values, resize_tab)
+                job = self.scripts.job(self.engine, request, values[n_modes + n_fields:])
+                known = {**known, mode.name: request.init_image.size}
             skip4 = (gr.skip(),) * 4
-            note_text = scale_text(known[mode.name], field_values["scale"])
+            note_text = scale_text(known.get(mode.name), field_values["scale"])
             yield *skip4, "Starting…", gr.Image(value=None, visible=False), known, note_text
             try:
                 for event in run_in_thread(job):
@@ -207,8 +232,10 @@ class _Wiring:
     @staticmethod
     def _finished(event: Finished) -> tuple:
         result = event.result
-        res = Results(list(result.images), list(result.infotexts), list(result.seeds), list(result.subseeds),
-                      list(result.paths))
+        # A leading grid (A1111's) gets the first image's seeds, so the lists stay aligned with the gallery.
+        lead = getattr(result, "index_of_first_image", 0)
+        res = Results(list(result.images), list(result.infotexts), result.seeds[:1] * lead + list(result.seeds),
+                      result.subseeds[:1] * lead + list(result.subseeds), list(result.paths))
         text = finished_text(len(res.images), event.elapsed, result.interrupted, result.skipped_batches,
                              list(result.notices))
         info = res.infotexts[0] if res.infotexts else ""
@@ -273,10 +300,11 @@ class _Wiring:
 
     # 4. Send to img2img / sketch ----------------------------------------------------------------------------
     def wire_send_buttons(self, main_tabs: gr.Tabs, mode_tabs: gr.Tabs, output: OutputPanel,
-                          png_info: tab_png_info.PngInfoTab) -> None:
+                          png_info: tab_png_info.PngInfoTab, *other_outputs: OutputPanel) -> None:
+        """`other_outputs`: other tabs' galleries (txt2img) whose "Send to" buttons fill the same sub-tabs."""
         params, sizes = self.params, self.image_sizes
         scale = params.fields["scale"]
-        for target in self.modes:
+        for target in (mode for mode in self.modes if mode.name in output.send_buttons):
             outputs = [main_tabs, mode_tabs, self.mode_state, target.image_input, *self.fields,
                        params.resize_tabs, params.resize_tab, sizes, params.scale_note]
             n_outputs = len(outputs)
@@ -305,6 +333,11 @@ class _Wiring:
             png_info.send_buttons[target.name].click(
                 _show_main_tab, inputs=png_info.image, outputs=main_tabs, queue=False).then(
                 from_png_info, inputs=[png_info.image, scale, sizes], outputs=outputs, queue=False)
+            for other in (o for o in other_outputs if target.name in o.send_buttons):  # the img2img tab was hidden
+                other.send_buttons[target.name].click(lambda: gr.Tabs(selected=MAIN_TAB_ID), outputs=main_tabs,
+                                                      queue=False).then(
+                    from_gallery, inputs=[other.results, other.selected, scale, sizes], outputs=outputs,
+                    queue=False)
 
 
 def after_failure() -> tuple:

@@ -11,6 +11,7 @@ from typing import Any
 import gradio as gr
 
 from pipelines.generation.extra_networks import lora_tag
+from pipelines.models.embeddings import is_sdxl, model_width
 
 SEPARATOR = " "  # A1111's extra_networks_add_text_separator
 
@@ -37,10 +38,11 @@ def embedding_rows(models: Any, search: str = "") -> list[list[str]]:
     """[[name, "n vectors, width w"]] of the embeddings (those for another model's width are marked)."""
     needle = (search or "").strip().casefold()
     try:
-        width = models.current.components.text_encoder.get_input_embeddings().weight.shape[-1]
+        components = models.current.components
+        width, sdxl = model_width(components), is_sdxl(components)  # SDXL: its second encoder's 1280
     except Exception:  # noqa: BLE001 - no model loaded: list them all unmarked
-        width = None
-    usable, skipped = models.embeddings.listing(width)
+        width, sdxl = None, False
+    usable, skipped = models.embeddings.listing(width, sdxl)
     rows = [[e.name, f"{e.count} vectors"] for e in usable]
     rows += [[e.name, f"{e.count} vectors, width {e.shape}: not for this model"] for e in skipped]
     return sorted((r for r in rows if needle in r[0].casefold()), key=lambda r: r[0].casefold())
@@ -72,23 +74,23 @@ def summary_text(models: Any) -> str:
 
 
 # 2. Widgets -----------------------------------------------------------------------------------------------
-def build_extra_networks_panel(models: Any) -> ExtraNetworksPanel:
-    with gr.Accordion("Extra networks", open=False, elem_id="img2img_extra_networks"):
+def build_extra_networks_panel(models: Any, prefix: str = "img2img") -> ExtraNetworksPanel:
+    with gr.Accordion("Extra networks", open=False, elem_id=f"{prefix}_extra_networks"):
         with gr.Row():
-            summary = gr.Markdown(summary_text(models), elem_id="img2img_extra_networks_summary")
-            refresh = gr.Button("🔄", elem_id="img2img_extra_networks_refresh", elem_classes=["tool"], scale=0)
-        with gr.Tabs(elem_id="img2img_extra_networks_tabs"):
-            with gr.Tab("Lora", elem_id="img2img_lora_tab"):
-                lora_search = gr.Textbox(show_label=False, placeholder="Search...", elem_id="img2img_lora_search")
+            summary = gr.Markdown(summary_text(models), elem_id=f"{prefix}_extra_networks_summary")
+            refresh = gr.Button("🔄", elem_id=f"{prefix}_extra_networks_refresh", elem_classes=["tool"], scale=0)
+        with gr.Tabs(elem_id=f"{prefix}_extra_networks_tabs"):
+            with gr.Tab("Lora", elem_id=f"{prefix}_lora_tab"):
+                lora_search = gr.Textbox(show_label=False, placeholder="Search...", elem_id=f"{prefix}_lora_search")
                 loras = gr.Dataset(components=["text", "text", "text"], headers=["Name", "Alias", "Version"],
                                    samples=lora_rows(models), label="Lora",
-                                   elem_id="img2img_lora_cards", samples_per_page=30)
-            with gr.Tab("Textual Inversion", elem_id="img2img_ti_tab"):
+                                   elem_id=f"{prefix}_lora_cards", samples_per_page=30)
+            with gr.Tab("Textual Inversion", elem_id=f"{prefix}_ti_tab"):
                 embedding_search = gr.Textbox(show_label=False, placeholder="Search...",
-                                              elem_id="img2img_ti_search")
+                                              elem_id=f"{prefix}_ti_search")
                 embeddings = gr.Dataset(components=["text", "text"], headers=["Name", "Vectors"],
                                         samples=embedding_rows(models), label="Textual Inversion",
-                                        elem_id="img2img_ti_cards", samples_per_page=30)
+                                        elem_id=f"{prefix}_ti_cards", samples_per_page=30)
     return ExtraNetworksPanel(lora_search, loras, embedding_search, embeddings, refresh, summary)
 
 

@@ -65,6 +65,8 @@ def wire_inpaint_panel(panel: InpaintPanel, modes: list[ModeTab], output: Output
             return gr.Column(visible=masks) if image is not None else gr.skip()
 
         mode.tab.select(on_select, outputs=panel.group, queue=False)
+        if mode.name not in output.send_buttons:  # Batch: no "Send to" button
+            continue
         output.send_buttons[mode.name].click(after_gallery_send, inputs=output.results, outputs=panel.group,
                                              queue=False)
         png_info.send_buttons[mode.name].click(after_png_info_send, inputs=png_info.image, outputs=panel.group,

@@ -37,6 +37,9 @@ class ModeTab:
     # a PIL image -> the value for image_input (plain image or editor dict)
     to_value: Callable[[Image.Image], Any] = lambda image: image
     masks: bool = False  # an inpaint sub-tab: read gives a "mask" and the inpaint controls are shown
+    # A tab that runs its own job instead of one img2img (Batch): (engine, its values, the panel's values, resize
+    # tab, script values, scripts panel) -> (the panel's request, job(on_progress, control)). See ui/tab_batch.py.
+    run_job: Callable[..., Any] | None = None
 
     def init_image(self, *values: Any) -> Image.Image | None:
         return self.read(*values).get("init_image")

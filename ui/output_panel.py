@@ -43,23 +43,28 @@ class OutputPanel:
     selected: gr.State  # index of the selected gallery image (None: the first)
     infotext: gr.Textbox
     send_buttons: dict[str, gr.Button] = field(default_factory=dict)  # mode name -> button
+    other_buttons: dict[str, gr.Button] = field(default_factory=dict)  # another tab's id -> its "Send to"
 
 
-def build_output_panel(send_targets: list[tuple[str, str]]) -> OutputPanel:
-    """send_targets: (mode name, button label) for each "Send to" button."""
+def build_output_panel(send_targets: list[tuple[str, str]],
+                       other_targets: list[tuple[str, str]] = (), prefix: str = "img2img") -> OutputPanel:
+    """send_targets: (mode name, button label) for each "Send to" button; other_targets: (tab id, label) for
+    the buttons that send to other top-level tabs (Extras), wired by those tabs."""
     results = gr.State(Results())
     selected = gr.State(None)
-    progress = gr.Markdown("", elem_id="img2img_progress")
+    progress = gr.Markdown("", elem_id=f"{prefix}_progress")
     # The live preview lies over the gallery (page CSS) instead of pushing it down while a run goes.
-    with gr.Column(elem_id="img2img_output_stack"):
-        preview = gr.Image(label="Preview", elem_id="img2img_preview", interactive=False, visible=False,
+    with gr.Column(elem_id=f"{prefix}_output_stack"):
+        preview = gr.Image(label="Preview", elem_id=f"{prefix}_preview", interactive=False, visible=False,
                            height=512, format="jpeg")
-        gallery = gr.Gallery(label="Output", elem_id="img2img_gallery", columns=4, height=512,
+        gallery = gr.Gallery(label="Output", elem_id=f"{prefix}_gallery", columns=4, height=512,
                              object_fit="contain", format="png", interactive=False, preview=True)
-    with gr.Row(elem_id="image_buttons_img2img"):
-        buttons = {name: gr.Button(label, elem_id=f"img2img_send_to_{name}", size="sm")
+    with gr.Row(elem_id=f"image_buttons_{prefix}"):
+        buttons = {name: gr.Button(label, elem_id=f"{prefix}_send_to_{name}", size="sm")
                    for name, label in send_targets}
-    infotext = gr.Textbox(label="Generation parameters", elem_id="html_info_img2img", interactive=False,
+        others = {name: gr.Button(label, elem_id=f"{prefix}_send_to_{name}", size="sm")
+                  for name, label in other_targets}
+    infotext = gr.Textbox(label="Generation parameters", elem_id=f"html_info_{prefix}", interactive=False,
                           lines=4, max_lines=20, buttons=["copy"])
 
     def on_select(res: Results, evt: gr.SelectData):
@@ -67,4 +72,4 @@ def build_output_panel(send_targets: list[tuple[str, str]]) -> OutputPanel:
         return index, (res.infotexts[index] if index is not None else "")
 
     gallery.select(on_select, inputs=results, outputs=[selected, infotext], queue=False)
-    return OutputPanel(preview, progress, gallery, results, selected, infotext, buttons)
+    return OutputPanel(preview, progress, gallery, results, selected, infotext, buttons, others)

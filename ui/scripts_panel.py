@@ -1,5 +1,5 @@
 """The Script dropdown under the parameters, as in A1111: None, Loopback, Outpainting mk2, Poor man's
-outpainting, SD upscale. Choosing one shows its controls (built from ui.script_values.SCRIPT_SPECS, i.e. from
+outpainting, SD upscale. Choosing one shows its controls (built from scripts.script_values.SCRIPT_SPECS, i.e. from
 the script's params dataclass and its defaults). At Generate the panel turns its values into that dataclass
 and the run goes through scripts.registry.run_with_params instead of engine.img2img, on the same
 worker-thread / progress / Interrupt / Skip path.
@@ -23,10 +23,7 @@ from pipelines.generation.requests import Img2ImgRequest
 from pipelines.io.infotext import parse_infotext
 from pipelines.io.outputs import read_infotext
 from scripts import loopback, registry, sd_upscale
-from scripts.sd_upscale import upscaler_choices
-from ui.modes import ModeTab
-from ui.params import tool_button
-from ui.script_values import (
+from scripts.script_values import (
     ALL_CONTROLS,
     NO_SCRIPT,
     SCRIPT_CHOICES,
@@ -38,6 +35,9 @@ from ui.script_values import (
     script_from_infotext,
     split_values,
 )
+from scripts.sd_upscale import upscaler_choices
+from ui.modes import ModeTab
+from ui.params import tool_button
 from ui.user_errors import refuse
 from ui.values import describe_error
 

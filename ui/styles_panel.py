@@ -29,14 +29,14 @@ def apply_to_prompts(styles: StyleDatabase, names: list[str] | None, prompt: str
     return prompt, negative_prompt, []
 
 
-def build_styles_row(styles: StyleDatabase) -> StylesRow:
-    with gr.Row(elem_id="img2img_styles_row", equal_height=True):
+def build_styles_row(styles: StyleDatabase, prefix: str = "img2img") -> StylesRow:
+    with gr.Row(elem_id=f"{prefix}_styles_row", equal_height=True):
         dropdown = gr.Dropdown(label="Styles", choices=styles.names(), value=[], multiselect=True,
-                               elem_id="img2img_styles", scale=4)
-        apply = gr.Button("📋", elem_id="img2img_style_apply", elem_classes=["tool"], scale=0)
-        refresh = gr.Button("🔄", elem_id="img2img_styles_refresh", elem_classes=["tool"], scale=0)
-        save_name = gr.Textbox(label="New style name", elem_id="img2img_style_name", scale=2)
-        save = gr.Button("💾", elem_id="img2img_style_create", elem_classes=["tool"], scale=0)
+                               elem_id=f"{prefix}_styles", scale=4)
+        apply = gr.Button("📋", elem_id=f"{prefix}_style_apply", elem_classes=["tool"], scale=0)
+        refresh = gr.Button("🔄", elem_id=f"{prefix}_styles_refresh", elem_classes=["tool"], scale=0)
+        save_name = gr.Textbox(label="New style name", elem_id=f"{prefix}_style_name", scale=2)
+        save = gr.Button("💾", elem_id=f"{prefix}_style_create", elem_classes=["tool"], scale=0)
     return StylesRow(dropdown, apply, refresh, save_name, save)
 
 

@@ -18,6 +18,7 @@ class PngInfoTab:
     image: gr.Image
     infotext: gr.Textbox
     send_buttons: dict[str, gr.Button] = field(default_factory=dict)  # mode name -> button
+    other_buttons: dict[str, gr.Button] = field(default_factory=dict)  # another tab's id -> its "Send to"
 
 
 def image_infotext(image: Image.Image | None) -> str:
@@ -27,7 +28,7 @@ def image_infotext(image: Image.Image | None) -> str:
     return read_infotext(image) or "No generation parameters found in this image."
 
 
-def build(send_targets: list[tuple[str, str]]) -> PngInfoTab:
+def build(send_targets: list[tuple[str, str]], other_targets: list[tuple[str, str]] = ()) -> PngInfoTab:
     with gr.Tab("PNG Info", id=TAB_ID, elem_id="tab_pnginfo") as tab:
         with gr.Row(equal_height=False):
             with gr.Column():
@@ -41,5 +42,7 @@ def build(send_targets: list[tuple[str, str]]) -> PngInfoTab:
                 with gr.Row():
                     buttons = {name: gr.Button(label, elem_id=f"pnginfo_send_to_{name}")
                                for name, label in send_targets}
+                    others = {name: gr.Button(label, elem_id=f"pnginfo_send_to_{name}")
+                              for name, label in other_targets}  # e.g. Extras, wired by its tab
     image.change(image_infotext, inputs=image, outputs=infotext, queue=False)
-    return PngInfoTab(tab, image, infotext, buttons)
+    return PngInfoTab(tab, image, infotext, buttons, others)

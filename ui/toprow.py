@@ -20,21 +20,22 @@ class Toprow:
     negative_counter: gr.HTML | None = None
 
 
-def build_toprow() -> Toprow:
-    with gr.Row(elem_id="img2img_toprow", equal_height=False):
+def build_toprow(prefix: str = "img2img") -> Toprow:
+    """`prefix`: the tab's elem_id prefix (A1111's img2img_... / txt2img_...)."""
+    with gr.Row(elem_id=f"{prefix}_toprow", equal_height=False):
         with gr.Column(scale=6):
-            prompt = gr.Textbox(label="Prompt", elem_id="img2img_prompt", lines=3, max_lines=12,
+            prompt = gr.Textbox(label="Prompt", elem_id=f"{prefix}_prompt", lines=3, max_lines=12,
                                 placeholder="Prompt\n(Press Ctrl+Enter to generate, Alt+Enter to skip, "
                                             "Esc to interrupt)")
-            prompt_counter = build_counter("img2img_token_counter")
-            negative = gr.Textbox(label="Negative prompt", elem_id="img2img_neg_prompt", lines=2,
+            prompt_counter = build_counter(f"{prefix}_token_counter")
+            negative = gr.Textbox(label="Negative prompt", elem_id=f"{prefix}_neg_prompt", lines=2,
                                   max_lines=12, placeholder="Negative prompt\n(Press Ctrl+Enter to generate)")
-            negative_counter = build_counter("img2img_negative_token_counter")
+            negative_counter = build_counter(f"{prefix}_negative_token_counter")
         with gr.Column(scale=1, min_width=180):
-            generate = gr.Button("Generate", variant="primary", elem_id="img2img_generate", size="lg")
+            generate = gr.Button("Generate", variant="primary", elem_id=f"{prefix}_generate", size="lg")
             with gr.Row():
-                interrupt = gr.Button("Interrupt", variant="stop", elem_id="img2img_interrupt", size="sm")
-                skip = gr.Button("Skip", elem_id="img2img_skip", size="sm")
+                interrupt = gr.Button("Interrupt", variant="stop", elem_id=f"{prefix}_interrupt", size="sm")
+                skip = gr.Button("Skip", elem_id=f"{prefix}_skip", size="sm")
     return Toprow(prompt, negative, generate, interrupt, skip, prompt_counter, negative_counter)
 
 
@@ -42,11 +43,13 @@ def build_toprow() -> Toprow:
 # box has the focus). Run once when the page loads.
 SHORTCUTS_JS = """
 document.addEventListener('keydown', (e) => {
-  const box = e.target.closest && e.target.closest('#img2img_prompt, #img2img_neg_prompt');
+  const box = e.target.closest &&
+    e.target.closest('#img2img_prompt, #img2img_neg_prompt, #txt2img_prompt, #txt2img_neg_prompt');
   if (!box) return;
+  const tab = box.id.split('_')[0];  // the prompt's own tab: img2img or txt2img
   const click = (id) => { const b = document.getElementById(id); if (b) { e.preventDefault(); b.click(); } };
-  if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) click('img2img_generate');
-  else if (e.key === 'Enter' && e.altKey) click('img2img_skip');
-  else if (e.key === 'Escape') click('img2img_interrupt');
+  if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) click(tab + '_generate');
+  else if (e.key === 'Enter' && e.altKey) click(tab + '_skip');
+  else if (e.key === 'Escape') click(tab + '_interrupt');
 });
 """

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -42,7 +42,9 @@ class ScheduledEmbeds:
 class PromptConditioning:
     positive: ScheduledEmbeds
     negative: ScheduledEmbeds
-    empty: torch.Tensor  # (1, 77, dim): the empty prompt's chunk, which pads the shorter side
+    # (1, 77, dim): the empty prompt's chunk, which pads the shorter side; None when every text has the same
+    # chunk count (nothing is ever padded, so the encoder is not run a third time for it)
+    empty: torch.Tensor | None
     steps: int  # the sampler steps the schedules were made for
     _pairs: dict = field(default_factory=dict)
 
@@ -60,6 +62,8 @@ class PromptConditioning:
         return self._pairs[key]
 
     def _pad(self, embeds: torch.Tensor, length: int) -> torch.Tensor:
+        if length <= embeds.shape[1]:
+            return embeds
         missing = (length - embeds.shape[1]) // self.empty.shape[1]
         return torch.cat([embeds, self.empty.repeat(1, missing, 1)], dim=1) if missing > 0 else embeds
 
@@ -73,6 +77,14 @@ class PromptConditioning:
         embeds = torch.cat([negative.repeat(batch, 1, 1), positive.repeat(batch, 1, 1)]) if guidance \
             else positive.repeat(batch, 1, 1)
         return embeds if like is None else embeds.to(device=like.device, dtype=like.dtype)
+
+    def added_kwargs(self) -> dict[str, Any]:
+        """Pipeline call arguments a family needs besides prompt_embeds (SDXL: pooled and size conditioning)."""
+        return {}
+
+    def step_tensors(self, step: int, batch: int, guidance: bool) -> dict[str, torch.Tensor]:
+        """What the step callback returns to diffusers to switch to `step`'s conditioning (prompt editing)."""
+        return {"prompt_embeds": self.guidance_embeds(step, batch, guidance)}
 
 
 def schedule_embeds(tokenizer, text_encoder, prompt: str, steps: int, device: torch.device, clip_skip: int = 1,
@@ -100,8 +112,15 @@ def encode_conditioning(tokenizer, text_encoder, prompt: str, negative_prompt: s
                                embedding_length)
     negative = schedule_embeds(tokenizer, text_encoder, negative_prompt, steps, device, clip_skip, emphasis,
                                embedding_length, "negative_prompt")
-    empty = encode_chunked(tokenizer, text_encoder, [chunk_prompt(tokenizer, "")], device, clip_skip, emphasis)
+    empty = None
+    if needs_padding(positive, negative):
+        empty = encode_chunked(tokenizer, text_encoder, [chunk_prompt(tokenizer, "")], device, clip_skip, emphasis)
     return PromptConditioning(positive, negative, empty, steps)
+
+
+def needs_padding(positive: ScheduledEmbeds, negative: ScheduledEmbeds) -> bool:
+    """Whether some pair of texts differs in chunk count, so the shorter one is padded with empty chunks."""
+    return len({embeds.shape[1] for s in (positive, negative) for _, embeds in s.entries}) > 1
 
 
 def uses_emphasis_markup(texts: Sequence[str], steps: int) -> bool:

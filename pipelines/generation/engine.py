@@ -21,6 +21,7 @@ from PIL import Image
 from pipelines.fields import ResizeMode
 from pipelines.generation.conditioning import PromptConditioning, encode_conditioning
 from pipelines.generation.extra_networks import activate_networks
+from pipelines.generation.grids import add_grid
 from pipelines.generation.infotext_params import generation_params
 from pipelines.generation.inpaint_prep import (
     InpaintPlan,
@@ -37,6 +38,7 @@ from pipelines.generation.queue import IMG2IMG, SCRIPT, SWITCH, Job, JobQueue
 from pipelines.generation.requests import Img2ImgRequest
 from pipelines.generation.samplers import SamplerChoice, resolve_sampler
 from pipelines.generation.schedules import DiscreteSigmas, RunSchedule
+from pipelines.generation.sdxl_conditioning import encode_sdxl_conditioning
 from pipelines.images import image_ops
 from pipelines.images.color_correction import apply_color_correction, color_reference
 from pipelines.io.infotext import build_infotext
@@ -65,6 +67,8 @@ class GenerationResult:
     interrupted: bool = False
     skipped_batches: int = 0
     notices: list[str] = field(default_factory=list)  # things the user should know, e.g. a fallback taken
+    index_of_first_image: int = 0  # 1 when a grid leads images/infotexts (grids.py); seeds never hold one
+    grid_path: Path | None = None  # where the grid was saved
 
 
 @dataclass
@@ -122,7 +126,18 @@ class Engine:
         # Inside a script's (or an API override's) job this runs inline, with that job's control.
         with self.queue.hold(IMG2IMG, control) as job, torch.inference_mode():
             self.last_update = None
-            return self._run(request, track, job.control)
+            result = self._run(request, track, job.control)
+            # A1111's scripts set do_not_save_grid: a run inside a script's job gets none (the script decides).
+            if job.kind == SCRIPT:
+                return result
+            return add_grid(result, request, request.outdir_grids or Path(self.outputs_root) / "img2img-grids")
+
+    def txt2img(self, request: Any, on_progress: ProgressCallback | None = None,
+                control: JobControl | None = None) -> GenerationResult:
+        """A Txt2ImgRequest's run (pipelines/generation/txt2img.py), in the same queue over the same weights."""
+        from pipelines.generation.txt2img import run_txt2img  # local: txt2img builds on this module
+
+        return run_txt2img(self, request, on_progress, control)
 
     @contextmanager
     def job(self, control: JobControl | None = None, kind: str = SCRIPT) -> Iterator[JobControl]:
@@ -247,12 +262,24 @@ class Engine:
         # The prompt language (emphasis, BREAK, prompt editing) over the steps this run samples; step 0's pair
         # goes to diffusers, the step callback switches to later ones.
         # An embedding's vectors stay in one chunk, as A1111 keeps them.
-        conditioning = encode_conditioning(pipe.tokenizer, pipe.text_encoder, req.prompt, req.negative_prompt,
-                                           steps, device, req.clip_skip, req.emphasis,
-                                           embedding_token_lengths(pipe.tokenizer))
+        conditioning = self.encode_prompts(pipe, req.prompt, req.negative_prompt, steps, req.clip_skip, req.emphasis,
+                                           size=(req.width, req.height))
         prompt_embeds, negative_embeds = conditioning.pair(0)
         return _RunInputs(req, pipe, latents, prompt_embeds, negative_embeds, images, plan, mask,
                           conditioning=conditioning)
+
+    def encode_prompts(self, pipe: Any, prompt: str, negative_prompt: str, steps: int, clip_skip: int = 1,
+                       emphasis: str = "Original", size: tuple[int, int] | None = None) -> PromptConditioning:
+        """Both prompts' schedules over `steps` through the pipe's text encoder (img2img and txt2img share it).
+        Clip skip applies where A1111 applies it (SD 1.x; families.py); the infotext keeps the requested value."""
+        if not self.models.current.components.family.honours_clip_skip:
+            clip_skip = 1
+        if getattr(pipe, "text_encoder_2", None) is not None:  # SDXL: two encoders, pooled + size (width, height)
+            return encode_sdxl_conditioning(pipe, prompt, negative_prompt, steps, pipe._execution_device, emphasis,
+                                            embedding_token_lengths(pipe.tokenizer), size)
+        return encode_conditioning(pipe.tokenizer, pipe.text_encoder, prompt, negative_prompt, steps,
+                                   pipe._execution_device, clip_skip, emphasis,
+                                   embedding_token_lengths(pipe.tokenizer))
 
     @staticmethod
     def _resized_init_image(req: Img2ImgRequest, image: Image.Image, notices: list[str] | None = None) -> Image.Image:
@@ -299,7 +326,8 @@ class Engine:
                       strength=1.0, num_inference_steps=schedule.steps,  # the scheduler's whole (A1111) schedule
                       guidance_scale=req.cfg_scale, generator=generators, output_type="latent",
                       callback_on_step_end=self._step_callback(inputs, start, noise, *progress),
-                      callback_on_step_end_tensor_inputs=["latents"])
+                      callback_on_step_end_tensor_inputs=["latents"],
+                      **(inputs.conditioning.added_kwargs() if inputs.conditioning is not None else {}))
         if pipe.unet.config.in_channels == 9:
             # 9-channel inpainting UNets always take mask + masked-image conditioning; plain img2img on one
             # is an inpaint of the whole picture (an all-white mask), as in A1111.
@@ -342,23 +370,22 @@ class Engine:
                 preview = None
             on_progress(ProgressUpdate(job=job, job_count=req.n_iter, step=step, steps=steps,
                                        elapsed=time.monotonic() - started, preview=preview))
-            embeds = self._next_prompt_embeds(inputs.conditioning, pipe, step_index, latents.shape[0])
-            if embeds is not None:
-                changed["prompt_embeds"] = embeds
+            changed.update(self._next_prompt_embeds(inputs.conditioning, pipe, step_index, latents.shape[0]))
             return changed
         return callback
 
     @staticmethod
     def _next_prompt_embeds(conditioning: PromptConditioning | None, pipe: Any, call: int,
-                            batch: int) -> torch.Tensor | None:
-        """The pipeline's prompt_embeds for UNet call `call` + 1 when prompt editing changes them there."""
+                            batch: int) -> dict[str, torch.Tensor]:
+        """The pipeline's prompt_embeds (SDXL: and pooled add_text_embeds) for UNet call `call` + 1 when prompt
+        editing changes them there; {} when nothing changes."""
         calls = pipe.num_timesteps
         if conditioning is None or not conditioning.varies or call + 1 >= calls:
-            return None
+            return {}
         now, after = (conditioning.step_for_call(c, calls) for c in (call, call + 1))
         if conditioning.pair(now) is conditioning.pair(after):
-            return None
-        return conditioning.guidance_embeds(after, batch, pipe.do_classifier_free_guidance)
+            return {}
+        return conditioning.step_tensors(after, batch, pipe.do_classifier_free_guidance)
 
     @staticmethod
     def _blend_mask_for_step(inputs: _RunInputs, pipe: Any, step: int, steps: int) -> torch.Tensor | None:

@@ -124,8 +124,10 @@ def activate_networks(models: Any, pipe: Any, prompt: str, negative_prompt: str)
     if loras is not None:
         try:
             run.notices += loras.apply(pipe, active)
-        except LoraError as error:
-            raise RequestError("prompt", str(error)) from None
+        except LoraError as error:  # name the loaded model's family: the usual cause is a LoRA for another one
+            family = getattr(getattr(getattr(models, "current", None), "components", None), "family", None)
+            where = f" (the loaded model is {family.label})" if family is not None else ""
+            raise RequestError("prompt", f"{error}{where}") from None
     hashes = {a.mentioned_name.replace(":", "").replace(",", ""): a.short_hash for a in active}
     if hashes:
         run.params["Lora hashes"] = ", ".join(f"{name}: {digest}" for name, digest in hashes.items())

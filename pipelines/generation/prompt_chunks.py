@@ -135,6 +135,16 @@ def apply_emphasis(z: torch.Tensor, multipliers: torch.Tensor, emphasis: str,
     return weighted * ratio if torch.isfinite(ratio) else weighted
 
 
+def pad_after_end(tokenizer, tokens: list[int]) -> list[int]:
+    """A1111's process_tokens: where the tokenizer's pad id is not EOS (OpenCLIP: SD 2.x, SDXL's second encoder,
+    pad "!" = 0), every id after the chunk's first EOS becomes the pad id; CLIP ViT-L pads with EOS itself."""
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    if pad is None or pad == eos or eos not in tokens:
+        return tokens
+    end = tokens.index(eos) + 1
+    return tokens[:end] + [pad] * (len(tokens) - end)
+
+
 def empty_chunk(tokenizer) -> PromptChunk:
     size = PROMPT_CHUNK_TOKENS
     return PromptChunk([tokenizer.bos_token_id] + [tokenizer.eos_token_id] * (size + 1), [1.0] * (size + 2))
@@ -151,7 +161,7 @@ def encode_chunked(tokenizer, text_encoder, prompts: Sequence[ChunkedPrompt], de
     pieces = []
     for i in range(length):
         batch = [p.chunks[i] if i < len(p.chunks) else empty_chunk(tokenizer) for p in prompts]
-        ids = torch.tensor([c.tokens for c in batch], device=device)
+        ids = torch.tensor([pad_after_end(tokenizer, c.tokens) for c in batch], device=device)
         z = encode_token_ids(text_encoder, ids, clip_skip)
         multipliers = torch.tensor([c.multipliers for c in batch], device=z.device)
         pieces.append(apply_emphasis(z, multipliers, emphasis, weights))

@@ -36,6 +36,7 @@ SCRIPT = "script"
 SWITCH = "switch"  # checkpoint / VAE change
 INTERROGATE = "interrogate"
 UPSCALE = "upscale"
+EXTRAS = "extras"  # the Extras tab and /sdapi/v1/extra-*-image(s): upscaling without the SD model
 
 
 class JobState(str, Enum):

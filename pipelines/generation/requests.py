@@ -77,6 +77,16 @@ class Img2ImgRequest:
     samples_format: str = "png"  # png / jpg / jpeg / webp
     jpeg_quality: int = 80
     outdir_samples: Path | None = None  # an already-checked folder (None: the engine's outputs/img2img-images)
+    # A1111's grid options (pipelines/options.py): a run of several images also gives their grid (generation/grids.py).
+    return_grid: bool = True
+    grid_save: bool = True
+    grid_format: str = "png"
+    grid_extended_filename: bool = False
+    grid_only_if_multiple: bool = True
+    grid_prevent_empty_spots: bool = False
+    n_rows: int = -1  # -1: auto, 0: the batch size
+    grid_background_color: str = "#ffffff"
+    outdir_grids: Path | None = None  # an already-checked folder (None: the engine's outputs/img2img-grids)
     # What the front end could not apply (ignored fields and options), shown with the result.
     notices: tuple[str, ...] = ()
     # Saved styles (styles.csv) applied to the prompts when the run starts, in this order (A1111's p.styles).
@@ -165,14 +175,17 @@ class Img2ImgRequest:
         from pipelines.options import BY_FIELD
 
         for name in ("clip_skip", "emphasis", "inpainting_mask_weight", "background_color", "samples_format",
-                     "jpeg_quality"):
+                     "jpeg_quality", "return_grid", "grid_save", "grid_format", "grid_extended_filename",
+                     "grid_only_if_multiple", "grid_prevent_empty_spots", "n_rows", "grid_background_color"):
             option = BY_FIELD[name]
             try:
                 setattr(self, name, option.check(getattr(self, name)))
             except RequestError as exc:
                 raise RequestError(name, exc.message) from None
-        if self.outdir_samples is not None and not isinstance(self.outdir_samples, Path):
-            raise RequestError("outdir_samples", f"expected a folder path, got {type(self.outdir_samples).__name__}")
+        for name in ("outdir_samples", "outdir_grids"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                raise RequestError(name, f"expected a folder path, got {type(value).__name__}")
 
     def replace(self, **changes: Any) -> "Img2ImgRequest":
         """A copy with some fields changed: scripts derive requests instead of mutating shared ones."""

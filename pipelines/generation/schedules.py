@@ -42,7 +42,9 @@ class DiscreteSigmas:
         """The model's own betas (SD: scaled_linear 0.00085..0.012 over 1000 steps)."""
         n, start, end = config["num_train_timesteps"], config["beta_start"], config["beta_end"]
         kind = config.get("beta_schedule", "scaled_linear")
-        if kind == "scaled_linear":
+        if config.get("trained_betas") is not None:  # e.g. zero-terminal-SNR models (models/parameterization.py)
+            betas = np.asarray(config["trained_betas"], dtype=np.float32)
+        elif kind == "scaled_linear":
             betas = np.linspace(start ** 0.5, end ** 0.5, n, dtype=np.float32) ** 2
         elif kind == "linear":
             betas = np.linspace(start, end, n, dtype=np.float32)

@@ -146,18 +146,40 @@ def expand_canvas(
     return canvas, mask
 
 
-def make_image_grid(images: Sequence[Image.Image], rows: int | None = None) -> Image.Image:
-    """Images in a grid on black, row-major, cells the size of the first image (A1111 image_grid;
-    default rows = round(sqrt(n)))."""
+def grid_rows(count: int, batch_size: int = 1, n_rows: int = -1, prevent_empty_spots: bool = False) -> int:
+    """How many rows A1111's image_grid gives `count` images: n_rows > 0 as set; 0 = the batch size; -1 = auto,
+    round(sqrt(count)), or with prevent_empty_spots the largest row count <= floor(sqrt(count)) dividing count.
+    Never more rows than images."""
+    if count < 1:
+        raise ValueError("cannot make a grid of no images")
+    if n_rows > 0:
+        rows = n_rows
+    elif n_rows == 0:
+        rows = batch_size
+    elif prevent_empty_spots:
+        rows = math.floor(math.sqrt(count))
+        while count % rows:
+            rows -= 1
+    else:
+        rows = round(math.sqrt(count))
+    return max(1, min(rows, count))
+
+
+def make_image_grid(images: Sequence[Image.Image], rows: int | None = None,
+                    background: tuple[int, int, int] | str = "black") -> Image.Image:
+    """Images in a grid, row-major (A1111 image_grid; default rows = round(sqrt(n))). Every cell is as large as
+    the largest image; a smaller image is centred in its cell on `background`, as are empty cells."""
     if not images:
         raise ValueError("cannot make a grid of no images")
     if rows is None:
-        rows = max(1, round(math.sqrt(len(images))))
+        rows = grid_rows(len(images))
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
+    rows = min(rows, len(images))
     cols = math.ceil(len(images) / rows)
-    cell_w, cell_h = images[0].size
-    grid = Image.new("RGB", (cols * cell_w, rows * cell_h), "black")
+    cell_w, cell_h = (max(sizes) for sizes in zip(*(image.size for image in images)))
+    grid = Image.new("RGB", (cols * cell_w, rows * cell_h), background)
     for i, image in enumerate(images):
-        grid.paste(image.convert("RGB"), (i % cols * cell_w, i // cols * cell_h))
+        offset_x, offset_y = (cell_w - image.width) // 2, (cell_h - image.height) // 2
+        grid.paste(image.convert("RGB"), (i % cols * cell_w + offset_x, i // cols * cell_h + offset_y))
     return grid

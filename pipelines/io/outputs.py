@@ -16,6 +16,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import piexif
@@ -41,19 +42,24 @@ def dated_output_dir(root: Path, kind: str = "img2img-images", today: datetime.d
     return directory
 
 
-def _leading_number(name: str) -> int | None:
+def _leading_number(name: str, basename: str = "") -> int | None:
+    """The file's number: its leading digits, or the digits after `<basename>-` (A1111's "grid-0003.png")."""
+    if basename:
+        if not name.startswith(f"{basename}-"):
+            return None
+        name = name[len(basename) + 1:]
     head = os.path.splitext(name)[0].split("-")[0]
     return int(head) if head.isdigit() else None
 
 
-def next_sequence_number(directory: Path) -> int:
+def next_sequence_number(directory: Path, basename: str = "") -> int:
     """One past the highest leading number of the file names in directory (0 when there is none)."""
-    numbers = [n for n in map(_leading_number, os.listdir(directory)) if n is not None]
+    numbers = [n for n in (_leading_number(name, basename) for name in os.listdir(directory)) if n is not None]
     return max(numbers, default=-1) + 1
 
 
-def _number_in_use(directory: Path, number: int) -> bool:
-    return any(_leading_number(name) == number for name in os.listdir(directory))
+def _number_in_use(directory: Path, number: int, basename: str = "") -> bool:
+    return any(_leading_number(name, basename) == number for name in os.listdir(directory))
 
 
 def _exif_with_comment(infotext: str) -> bytes:
@@ -62,13 +68,18 @@ def _exif_with_comment(infotext: str) -> bytes:
     return piexif.dump({"Exif": {piexif.ExifIFD.UserComment: comment}})
 
 
-def _encode(img: Image.Image, infotext: str | None, path: str, pil_format: str, quality: int) -> None:
-    """Write img to path in pil_format with the infotext embedded the way A1111 does for that format."""
+def _encode(img: Image.Image, infotext: str | None, path: str, pil_format: str, quality: int,
+            text_chunks: Mapping[str, str] | None = None) -> None:
+    """Write img to path in pil_format with the infotext embedded the way A1111 does for that format.
+    `text_chunks`: the PNG text chunks to write instead of {"parameters": infotext} (Extras keeps the source's
+    "parameters" and adds "postprocessing" and "extras", as A1111)."""
     if pil_format == "PNG":
         pnginfo = None
-        if infotext:
+        chunks = text_chunks if text_chunks is not None else ({PNG_INFO_KEY: infotext} if infotext else {})
+        if chunks:
             pnginfo = PngImagePlugin.PngInfo()
-            pnginfo.add_text(PNG_INFO_KEY, infotext)  # tEXt, or iTXt when not latin-1
+            for key, text in chunks.items():
+                pnginfo.add_text(key, text)  # tEXt, or iTXt when not latin-1
         img.save(path, format="PNG", pnginfo=pnginfo)
         return
     if img.mode not in ("RGB", "L"):
@@ -92,16 +103,17 @@ def _link_without_replacing(temp_path: str, final_path: Path) -> None:
     os.replace(temp_path, final_path)
 
 
-def _publish_under_number(temp_path: str, directory: Path, number: int, name: str) -> Path | None:
+def _publish_under_number(temp_path: str, directory: Path, number: int, name: str,
+                          basename: str = "") -> Path | None:
     """Link temp_path to directory/name if `number` is free; None if another saver has it."""
-    claim = directory / f".{number:05}.claim"
+    claim = directory / f".{basename}{number:05}.claim"
     try:
         os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         return None
     try:
         # Holding the claim, the number can only be taken by a file that already exists now.
-        if _number_in_use(directory, number):
+        if _number_in_use(directory, number, basename):
             return None
         final_path = directory / name
         _link_without_replacing(temp_path, final_path)
@@ -116,14 +128,21 @@ def save_image(
     img: Image.Image,
     infotext: str | None,
     directory: Path,
-    seed: int,
+    seed: int | str | None,
     fmt: str = "png",
     *,
     quality: int = DEFAULT_QUALITY,
+    text_chunks: Mapping[str, str] | None = None,
+    preferred_name: str | None = None,
+    basename: str = "",
 ) -> Path:
     """Save img as directory/<NNNNN>-<seed>.<fmt> (png, jpg/jpeg, webp) with its infotext; return the path.
 
-    A failed encode raises and leaves nothing behind.
+    seed None: <NNNNN>.<fmt> (A1111's short names, e.g. Extras). preferred_name: <name>.<fmt> when that name
+    is free (A1111's "use original name" for batches; an existing file is never replaced), else
+    <NNNNN>-<name>.<fmt>. A text `seed` is written in its place (img2img Batch: the source's name).
+    basename: files numbered apart from the others in 4 digits, <basename>-<NNNN>[-<seed>].<fmt> (A1111's grids:
+    grid-0000.png). A failed encode raises and leaves nothing behind.
     """
     extension = fmt.lower().lstrip(".")
     if extension not in _FORMATS:
@@ -135,15 +154,24 @@ def save_image(
     fd, temp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=f".{extension}", dir=directory)
     os.close(fd)
     try:
-        _encode(img, infotext, temp_path, _FORMATS[extension], quality)
+        _encode(img, infotext, temp_path, _FORMATS[extension], quality, text_chunks)
+        if preferred_name:
+            try:
+                final_path = directory / f"{preferred_name}.{extension}"
+                _link_without_replacing(temp_path, final_path)
+                return final_path
+            except FileExistsError:
+                pass
         # 2. Publish under the first free number; one taken meanwhile by someone else just moves us on.
-        number = next_sequence_number(directory)
+        number = next_sequence_number(directory, basename)
+        tag = preferred_name or seed
         for _ in range(_MAX_NAME_ATTEMPTS):
-            name = f"{number:05}-{seed}.{extension}"
-            final_path = _publish_under_number(temp_path, directory, number, name)
+            head = f"{basename}-{number:04}" if basename else f"{number:05}"
+            name = f"{head}.{extension}" if tag is None else f"{head}-{tag}.{extension}"
+            final_path = _publish_under_number(temp_path, directory, number, name, basename)
             if final_path is not None:
                 return final_path
-            number = max(number + 1, next_sequence_number(directory))
+            number = max(number + 1, next_sequence_number(directory, basename))
         raise RuntimeError(f"no free file name in {directory} after {_MAX_NAME_ATTEMPTS} attempts")
     finally:
         # 3. The temp name goes in every case (after a link the final name keeps the data).

@@ -2,7 +2,8 @@
 
 A single file (A1111's .safetensors / .ckpt in the original LDM key layout) is loaded in four steps:
   1. read the state dict safely (checkpoint_files.read_state_dict: weights_only=True, nothing else);
-  2. detect the architecture from keys and shapes: SD 1.x only (SD 2.x / SDXL are refused by name);
+  2. detect the architecture from keys and shapes: SDXL (conditioner.embedders.*) goes to sdxl_loader.py,
+     which reuses the steps below with its own configs;
   3. convert the LDM keys with diffusers' own converters (diffusers.loaders.single_file_utils);
   4. build each model on the meta device from the shipped configs (models/configs/sd15) and assign the
      converted tensors, so a 4 GB file is not held twice and no time is spent on a random init.
@@ -38,6 +39,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from pipelines.models.checkpoint_files import DIFFUSERS_MARKER, CheckpointError, read_state_dict
 from pipelines.models.components import SDComponents
+from pipelines.models.families import ModelFamily
+from pipelines.models.parameterization import explicit_zero_snr
 
 __all__ = ["CheckpointError", "read_state_dict", "load_checkpoint", "load_vae", "component_configs"]
 
@@ -75,9 +78,11 @@ def shipped_configs() -> dict[str, dict[str, Any]]:
     return {name: read_json_config(SD15_CONFIG_DIR / f"{name}_config.json") for name in names}
 
 
-def shipped_tokenizer() -> CLIPTokenizer:
-    """The real CLIP BPE tokenizer that ships with the app (SD 1.x uses it unchanged)."""
-    return CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), local_files_only=True)
+def shipped_tokenizer(pad_token: str | None = None) -> CLIPTokenizer:
+    """The real CLIP BPE tokenizer that ships with the app (SD 1.x uses it unchanged). OpenCLIP's tokenizer
+    (SD 2.x, SDXL's second encoder) is the same BPE padding with "!" (id 0): pass pad_token="!"."""
+    extra = {} if pad_token is None else {"pad_token": pad_token}
+    return CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), local_files_only=True, **extra)
 
 
 def scheduler_from_config(config: dict[str, Any] | None = None) -> SchedulerMixin:
@@ -86,12 +91,12 @@ def scheduler_from_config(config: dict[str, Any] | None = None) -> SchedulerMixi
     cls = getattr(diffusers, str(config.get("_class_name")), None)  # looked up in diffusers' namespace only
     if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
         cls = PNDMScheduler
-    return cls.from_config(config)
+    return cls.from_config(explicit_zero_snr(dict(config)))  # zero-SNR files: A1111's levels, every sampler
 
 
-def component_configs(path: Path) -> dict[str, dict[str, Any]]:
-    """Shipped SD 1.5 configs, with any from a ``<stem>.json`` sidecar replacing them."""
-    configs = shipped_configs()
+def component_configs(path: Path, base: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Shipped SD 1.5 configs (or another family's `base`), with any from a ``<stem>.json`` sidecar replacing them."""
+    configs = dict(base) if base is not None else shipped_configs()
     sidecar = Path(path).with_suffix(".json")
     if not sidecar.is_file():
         return configs
@@ -134,7 +139,8 @@ def check_sd1_layout(state_dict: dict[str, torch.Tensor], path: Path, expected_c
         )
     context_dim = _context_dim(state_dict)
     if context_dim == SD2_CONTEXT_DIM and expected_context_dim != SD2_CONTEXT_DIM:
-        raise _unsupported(path, "SD 2.x layout: cross-attention width 1024")
+        raise CheckpointError(f"{path}: an SD 2.x UNet (cross-attention width 1024) without its OpenCLIP text "
+                              "encoder (cond_stage_model.model.*): use a full SD 2.x checkpoint.")
     if context_dim is None:
         raise CheckpointError(f"{path}: not a Stable Diffusion checkpoint (its UNet has no cross-attention).")
     for prefix, part in ((VAE_PREFIX, "VAE"), (CLIP_PREFIX, "text encoder")):
@@ -256,8 +262,16 @@ def _select_ema(state_dict: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def _load_single_file(path: Path, dtype: torch.dtype, vae_dtype: torch.dtype, use_ema: bool) -> SDComponents:
-    configs = component_configs(path)
     state_dict = read_state_dict(path)
+    from pipelines.models import sdxl_loader  # noqa: PLC0415 - it builds on this module's steps
+
+    if sdxl_loader.is_sdxl_state_dict(state_dict):
+        return sdxl_loader.load_sdxl_single_file(path, state_dict, dtype, vae_dtype, use_ema)
+    from pipelines.models import sd2_loader  # noqa: PLC0415 - it builds on this module's steps
+
+    if sd2_loader.is_sd2_state_dict(state_dict):
+        return sd2_loader.load_sd2_single_file(path, state_dict, dtype, vae_dtype, use_ema)
+    configs = component_configs(path)
     check_sd1_layout(state_dict, path, int(configs["unet"].get("cross_attention_dim", SD1_CONTEXT_DIM)))
     if use_ema:
         _select_ema(state_dict, path)
@@ -305,12 +319,17 @@ def _check_diffusers_folder(folder: Path) -> None:
                 f"{folder}: not a Stable Diffusion 1.x diffusers folder ({class_name or 'unknown pipeline'}; "
                 f"no {part}/config.json)."
             )
-    unet_config = read_json_config(folder / "unet" / "config.json")
-    if unet_config.get("cross_attention_dim") == SD2_CONTEXT_DIM:
-        raise _unsupported(folder, "SD 2.x UNet: cross-attention width 1024")
 
 
 def _load_diffusers_folder(folder: Path, dtype: torch.dtype, vae_dtype: torch.dtype) -> SDComponents:
+    from pipelines.models import sdxl_loader  # noqa: PLC0415 - it builds on this module's steps
+
+    try:
+        index = read_json_config(folder / DIFFUSERS_MARKER)
+    except (OSError, ValueError):
+        index = {}  # _check_diffusers_folder says what is wrong with it
+    if isinstance(index, dict) and sdxl_loader.is_sdxl_folder(index):
+        return sdxl_loader.load_sdxl_diffusers_folder(folder, index, dtype, vae_dtype)
     _check_diffusers_folder(folder)
     model_files = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
     text_files = ("model.safetensors", "pytorch_model.bin")
@@ -330,10 +349,13 @@ def _load_diffusers_folder(folder: Path, dtype: torch.dtype, vae_dtype: torch.dt
         ).to(dtype)
     except (OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{folder}: cannot load this diffusers model: {error}") from None
+    # SD 2.x: OpenCLIP text encoder; its UNet alone has linear transformer projections (SD 1.x: 1x1 convs)
+    unet_config = unet.config
+    is_sd2 = unet_config.cross_attention_dim == SD2_CONTEXT_DIM or bool(unet_config.use_linear_projection)
     if (folder / "tokenizer" / "vocab.json").is_file():
         tokenizer = CLIPTokenizer.from_pretrained(str(folder), subfolder="tokenizer", local_files_only=True)
-    else:
-        tokenizer = shipped_tokenizer()  # many exported folders omit it; SD 1.x always uses this one
+    else:  # many exported folders omit it; SD 1.x uses the shipped one, SD 2.x the same padded with "!"
+        tokenizer = shipped_tokenizer("!" if is_sd2 else None)
     scheduler_file = folder / "scheduler" / "scheduler_config.json"
     scheduler = scheduler_from_config(read_json_config(scheduler_file) if scheduler_file.is_file() else None)
     return SDComponents(
@@ -342,6 +364,7 @@ def _load_diffusers_folder(folder: Path, dtype: torch.dtype, vae_dtype: torch.dt
         text_encoder=text_encoder.eval(),
         tokenizer=tokenizer,
         scheduler=scheduler,
+        family=ModelFamily.SD2 if is_sd2 else ModelFamily.SD1,
     )
 
 

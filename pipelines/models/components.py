@@ -6,18 +6,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.models.families import ModelFamily
+
 DEMO_MODEL_NAME = "demo-untrained"
 
 
 @dataclass
 class SDComponents:
-    """The five parts of a Stable Diffusion 1.x model, as diffusers objects."""
+    """The parts of a Stable Diffusion model (1.x, 2.x or SDXL), as diffusers objects."""
 
     unet: Any  # diffusers.UNet2DConditionModel
     vae: Any  # diffusers.AutoencoderKL
     text_encoder: Any  # transformers.CLIPTextModel
     tokenizer: Any  # transformers.CLIPTokenizer
     scheduler: Any  # any diffusers scheduler; the engine swaps it per request
+    family: ModelFamily = ModelFamily.SD1  # the architecture, detected from the weights (families.py)
+    # SDXL only: the second text encoder (OpenCLIP bigG, CLIPTextModelWithProjection) and its tokenizer.
+    text_encoder_2: Any = None
+    tokenizer_2: Any = None
+
+    @property
+    def v_prediction(self) -> bool:
+        """SD 2.x 768-v and v-pred fine-tunes predict velocity; the scheduler config says which."""
+        return self.scheduler.config.get("prediction_type") == "v_prediction"
 
     @property
     def is_inpainting(self) -> bool:
@@ -25,6 +36,7 @@ class SDComponents:
         return self.unet.config.in_channels == 9
 
     def as_dict(self) -> dict[str, Any]:
+        """The SD 1.x / 2.x pipelines' components (SDXL pipelines add text_encoder_2 and tokenizer_2)."""
         return {
             "unet": self.unet,
             "vae": self.vae,

@@ -228,10 +228,12 @@ class EmbeddingLibrary:
         with self._lock:
             self.embeddings, self.unreadable = discover_embeddings(self.dirs)
 
-    def listing(self, width: int | None) -> tuple[list[EmbeddingFile], list[EmbeddingFile]]:
-        """(usable with a text encoder of this vector width, skipped), as A1111's loaded / skipped."""
+    def listing(self, width: int | None, sdxl: bool = False) -> tuple[list[EmbeddingFile], list[EmbeddingFile]]:
+        """(usable with a model of this embedding width, skipped), as A1111's loaded / skipped. An SDXL model
+        (sdxl=True, width = its second encoder's) takes SDXL files ({"clip_l", "clip_g"}) only, others the rest."""
         with self._lock:
-            usable = [e for e in self.embeddings if e.vectors is not None and e.shape == width]
+            usable = [e for e in self.embeddings
+                      if e.shape == width and (bool(e.sdxl) if sdxl else e.vectors is not None)]
             return usable, [e for e in self.embeddings if e not in usable]
 
     def short_hash(self, embedding: EmbeddingFile) -> str:
@@ -247,11 +249,11 @@ class EmbeddingLibrary:
         """Load every embedding named in `texts` that fits this text encoder into it (once per model: cached
         by file hash), and teach the tokenizer the names; returns the embeddings named, in order of first use."""
         with self._lock:
-            tokenizer, text_encoder = pipe.tokenizer, pipe.text_encoder
+            tokenizer = pipe.tokenizer
             if self._tokenizer is None or self._tokenizer() is not tokenizer:
                 self._placeholders.clear()  # a new model: its tokenizer has none of ours yet
                 self._tokenizer = weakref.ref(tokenizer)
-            usable, _ = self.listing(text_encoder.get_input_embeddings().weight.shape[-1])
+            usable, _ = self.listing(model_width(pipe), sdxl=is_sdxl(pipe))
             pattern = name_pattern([e.name for e in usable])
             by_name = {e.name.casefold(): e for e in usable}
             used: list[EmbeddingFile] = []
@@ -270,15 +272,35 @@ class EmbeddingLibrary:
                             for e in usable if loaded[e.name] in self._placeholders}
             tokens = getattr(tokenizer, _TOKENS_ATTRIBUTE, None) or EmbeddingTokens()
             tokens.update(replacements)
-            setattr(tokenizer, _TOKENS_ATTRIBUTE, tokens)
+            for each in (tokenizer, getattr(pipe, "tokenizer_2", None)):
+                if each is not None:  # SDXL: both tokenizers know the same placeholders
+                    setattr(each, _TOKENS_ATTRIBUTE, tokens)
             return used
 
     def _load(self, pipe: Any, embedding: EmbeddingFile, digest: str) -> None:
         placeholder = f"emb{digest[:12]}"
-        pipe.load_textual_inversion(embedding.vectors.clone(), token=placeholder, tokenizer=pipe.tokenizer,
-                                    text_encoder=pipe.text_encoder)
+        if embedding.vectors is None:  # SDXL: clip_l into the first encoder, clip_g into the second
+            for part, tokenizer, encoder in (("clip_l", pipe.tokenizer, pipe.text_encoder),
+                                             ("clip_g", pipe.tokenizer_2, pipe.text_encoder_2)):
+                pipe.load_textual_inversion(embedding.sdxl[part].clone(), token=placeholder, tokenizer=tokenizer,
+                                            text_encoder=encoder)
+        else:
+            pipe.load_textual_inversion(embedding.vectors.clone(), token=placeholder, tokenizer=pipe.tokenizer,
+                                        text_encoder=pipe.text_encoder)
         self._placeholders[digest] = placeholder
         log.info("Loaded embedding %s (%d vectors)", embedding.path, embedding.count)
+
+
+def is_sdxl(model: Any) -> bool:
+    """Whether a pipeline or SDComponents has SDXL's two text encoders."""
+    return getattr(model, "text_encoder_2", None) is not None
+
+
+def model_width(model: Any) -> int:
+    """The embedding width a model takes (a pipeline or SDComponents): 768 SD 1.x, 1024 SD 2.x, 1280 SDXL
+    (its second encoder's; SDXL embedding files carry both encoders' vectors)."""
+    encoder = getattr(model, "text_encoder_2", None) or model.text_encoder
+    return int(encoder.get_input_embeddings().weight.shape[-1])
 
 
 def _token_run(placeholder: str, count: int) -> str:

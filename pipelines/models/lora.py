@@ -180,6 +180,13 @@ def check_kohya_lora(path: Path, state_dict: dict[str, torch.Tensor], unet: Any,
     return state_dict, notices
 
 
+def check_sdxl_kohya_lora(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
+    """On an SDXL model: a kohya file with the single text encoder's lora_te_ layers is for SD 1.x / 2.x."""
+    if any(k.startswith("lora_te_") for k in state_dict) and \
+            not any(k.startswith(("lora_te1_", "lora_te2_")) for k in state_dict):
+        raise LoraError(f"{path.name}: a LoRA for SD 1.x / 2.x (one text encoder), not for the loaded SDXL model")
+
+
 def _is_kohya(state_dict: dict[str, torch.Tensor]) -> bool:
     return all(k.startswith(_KOHYA_PREFIXES) for k in state_dict)
 
@@ -277,7 +284,9 @@ class LoraLibrary:
     def _load(self, pipe: Any, lora: LoraFile, digest: str) -> list[str]:
         state_dict = read_lora_state_dict(lora.path)
         notices: list[str] = []
-        if _is_kohya(state_dict):
+        if _is_kohya(state_dict) and getattr(pipe, "text_encoder_2", None) is not None:
+            check_sdxl_kohya_lora(lora.path, state_dict)  # diffusers maps SDXL's sgm layer names itself
+        elif _is_kohya(state_dict):
             state_dict, notices = check_kohya_lora(lora.path, state_dict, pipe.unet, pipe.text_encoder)
         elif not any("lora" in k for k in state_dict):
             raise LoraError(f"{lora.path.name}: not a LoRA (none of its {len(state_dict)} tensors is a LoRA "
@@ -300,7 +309,7 @@ class LoraLibrary:
             # order the prompt names them in (floating-point addition is not associative)
             adapter = self._adapters[digest]
             names.append(adapter)
-            per_adapter.append({part: (te if part == "text_encoder" else unet)
+            per_adapter.append({part: (unet if part == "unet" else te)  # SDXL: text_encoder_2 too
                                 for part, adapters in parts.items() if adapter in adapters})
         pipe.set_adapters(names, adapter_weights=per_adapter)
 

@@ -22,12 +22,17 @@ from pipelines.models.checkpoint_loader import CheckpointError, load_checkpoint,
 from pipelines.models.components import DEMO_MODEL_NAME, CheckpointInfo, SDComponents
 from pipelines.models.demo_model import build_demo_components
 from pipelines.models.embeddings import EmbeddingLibrary
+from pipelines.models.families import ModelFamily
+from pipelines.models.family_probe import probe_family
 from pipelines.models.interrogate import Interrogator
 from pipelines.models.lora import LoraLibrary
 from pipelines.models.sd_pipelines import build_img2img_pipeline, build_inpaint_pipeline
+from pipelines.models.sdxl_pipelines import SDXL_PIPELINE_BUILDERS
+from pipelines.models.txt2img_pipeline import build_txt2img_pipeline
 from pipelines.models.upscalers import UpscalerModels
 
-PIPELINE_BUILDERS = {"img2img": build_img2img_pipeline, "inpaint": build_inpaint_pipeline}
+PIPELINE_BUILDERS = {"img2img": build_img2img_pipeline, "inpaint": build_inpaint_pipeline,
+                     "txt2img": build_txt2img_pipeline}
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,7 @@ class ModelManager:
         self._lock = threading.RLock()
         self._current: LoadedModel | None = None
         self._failure: str | None = None  # why no model is loaded, after a failed switch and recovery
+        self._unloaded: CheckpointInfo | None = None  # set by unload_checkpoint() until the next load
         self._vae_choice = VAE_AUTOMATIC
         self.skipped: list[str] = []  # checkpoints start-up could not read: "file: reason"
         # The other weights this manager owns, placed by the same policy, freed on a checkpoint switch.
@@ -113,8 +119,12 @@ class ModelManager:
     # 2. Loading and switching -----------------------------------------------------------------------
     @property
     def current(self) -> LoadedModel:
-        """The loaded model. Loading is explicit (app start-up calls load(None)), never done in a getter."""
+        """The loaded model. Loading is explicit (app start-up calls load(None)), never done in a getter, but
+        for one case: after unload_checkpoint() the next use loads the same checkpoint again, as A1111 brings
+        an unloaded model back for the next generation."""
         with self._lock:  # waits for a switch in progress
+            if self._current is None and self._unloaded is not None:
+                self.reload_checkpoint()
             if self._current is None:
                 raise NoModelLoaded(self._failure or "no checkpoint is loaded yet (start-up loads one)")
             return self._current
@@ -132,6 +142,7 @@ class ModelManager:
         tried, down to the demo model, so a broken download never keeps the server from starting.
         """
         with self._lock:
+            self._unloaded = None  # an explicit load replaces a pending reload
             if name is None and self._current is None:
                 return self._load_at_startup()
             info = self._startup_choice() if name is None else self.find_checkpoint(name)
@@ -159,6 +170,32 @@ class ModelManager:
             self.interrogator.unload()
             gc.collect()
             self.policy.empty_cache()
+
+    def unload_checkpoint(self) -> CheckpointInfo | None:
+        """A1111's unload-checkpoint: free every set of weights (RAM and VRAM) and remember the checkpoint;
+        reload_checkpoint(), or the next use of `current`, loads it again. Returns what was unloaded."""
+        with self._lock:
+            if self._current is not None:
+                self._unloaded = self._current.info
+                self.unload()
+                log.info("Unloaded %s (it loads again on its next use)", self._unloaded.title)
+            return self._unloaded
+
+    def reload_checkpoint(self) -> CheckpointInfo:
+        """A1111's reload-checkpoint: the unloaded checkpoint back in memory (a no-op while one is loaded;
+        with nothing loaded and nothing unloaded, the start-up choice)."""
+        with self._lock:
+            if self._current is not None:
+                return self._current.info
+            unloaded = self._unloaded
+            return self.load(unloaded.title if unloaded is not None else None)
+
+    @property
+    def active_info(self) -> CheckpointInfo | None:
+        """The loaded checkpoint, or the unloaded one that comes back on next use; None when neither
+        (reading it never loads anything)."""
+        with self._lock:
+            return self._current.info if self._current is not None else self._unloaded
 
     def _load_weights(self, info: CheckpointInfo, vae_path: Path | None) -> None:
         components = (build_demo_components() if info.is_demo
@@ -249,13 +286,29 @@ class ModelManager:
         if path is None:
             vae, model.vae_name, model.vae_hash = model.own_vae, None, None
         else:
-            vae = load_vae(path, self.policy.vae_dtype)
+            vae = self._fitting_vae(path, model)
             model.vae_name, model.vae_hash = path.name, self._hash_of(path)
             self.policy.park(model.own_vae)  # off the GPU while the file's VAE is used (see LoadedModel)
         model.components = copy.copy(model.components)
         model.components.vae = vae
         self.policy.place_components(model.components)
         model._pipelines.clear()
+
+    def _fitting_vae(self, path: Path, model: LoadedModel) -> Any:
+        """load_vae, with errors naming the loaded model's family (the usual cause is a VAE for another one)."""
+        family = model.components.family.label
+        try:
+            vae = load_vae(path, self.policy.vae_dtype)
+        except CheckpointError as error:
+            raise CheckpointError(f"{error} (the loaded model is {family})") from None
+        wanted = model.own_vae.config.latent_channels
+        if vae.config.latent_channels != wanted:
+            raise CheckpointError(f"{path.name}: a VAE with {vae.config.latent_channels} latent channels does not "
+                                  f"fit the loaded {family} model ({wanted})")
+        # The latent scale belongs to the model, not the VAE file (A1111 swaps only the weights): an SDXL
+        # "fp16-fix" VAE file needs SDXL's 0.13025, which the file itself does not say.
+        vae.register_to_config(scaling_factor=model.own_vae.config.scaling_factor)
+        return vae
 
     def _vae_path_for(self, info: CheckpointInfo) -> Path | None:
         """None -> the checkpoint's own VAE. Automatic: --vae-path, else a VAE file named after the model.
@@ -284,15 +337,26 @@ class ModelManager:
         with self._lock:
             model = self.current
             if kind not in model._pipelines:
-                pipe = PIPELINE_BUILDERS[kind](model.components)
+                builders = SDXL_PIPELINE_BUILDERS if model.components.family is ModelFamily.SDXL else PIPELINE_BUILDERS
+                pipe = builders[kind](model.components)
                 self.policy.apply_to_pipeline(pipe)
                 model._pipelines[kind] = pipe
             return model._pipelines[kind]
 
+    def family_of(self, info: CheckpointInfo) -> ModelFamily | None:
+        """A listed checkpoint's family: the loaded model's own, else what its file's layout says (None when
+        that cannot be told without reading the whole file, e.g. a .ckpt not loaded). Never loads anything."""
+        with self._lock:
+            if self._current is not None and self._current.info == info:
+                return self._current.components.family
+        return ModelFamily.SD1 if info.is_demo else probe_family(info.path)
+
     def status_line(self) -> str:
         model = self.current
         line = DEMO_NOTICE if model.info.is_demo else \
-            f"Model: {model.info.title}" + (f", VAE: {model.vae_name}" if model.vae_name else "")
+            f"Model: {model.info.title} ({model.components.family.label}" + \
+            (", v-prediction)" if model.components.v_prediction else ")") + \
+            (f", VAE: {model.vae_name}" if model.vae_name else "")
         if self.skipped:
             line += " Skipped at start-up (unreadable): " + "; ".join(self.skipped)
         return line

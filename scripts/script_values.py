@@ -1,4 +1,4 @@
-"""Pure glue for the Script dropdown (no gradio).
+"""The scripts' controls, declared once (no gradio): the UI's Script panel and /sdapi/v1/script-info read them.
 
 - what each script's controls are (`SCRIPT_SPECS`: one Control per field of the script's params dataclass,
   the widget's default taken from the dataclass default)
