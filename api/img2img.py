@@ -152,20 +152,28 @@ def _reject_unavailable_features(body: Img2ImgBody) -> None:
         raise field_error("tiling", "tiling is not available in this server; send false")
 
 
-def _option_changes(body: Img2ImgBody, stored: dict[str, Any], data_dir: Any) -> tuple[dict[str, Any], list[str]]:
-    """Request changes from the stored options, then override_settings on top (A1111's order), then the body
-    fields A1111 lets override an option (initial_noise_multiplier, eta); with a notice for what is not applied."""
+def stored_then_overrides(stored: dict[str, Any], overrides: dict[str, Any] | None, request_fields: set[str],
+                          data_dir: Any) -> tuple[dict[str, Any], list[str]]:
+    """Request changes from the stored options, then override_settings on top (A1111's order), with a notice for
+    what is not applied; a bad override is a 422 naming override_settings.<option>."""
     changes: dict[str, Any] = {}
     notices: list[str] = []
-    for source, values in (("options", stored), ("override_settings", body.override_settings or {})):
+    for source, values in (("options", stored), ("override_settings", overrides or {})):
         try:
-            applied = apply_options(values, REQUEST_FIELDS, data_dir=data_dir, source=source,
+            applied = apply_options(values, request_fields, data_dir=data_dir, source=source,
                                     unknown_notice=source == "override_settings")
         except RequestError as exc:
             raise field_error(f"{source}.{exc.field}" if source == "override_settings" else exc.field,
                               exc.message) from None
         changes.update(applied.changes)
         notices += applied.notices
+    return changes, notices
+
+
+def _option_changes(body: Img2ImgBody, stored: dict[str, Any], data_dir: Any) -> tuple[dict[str, Any], list[str]]:
+    """The options' changes, then the body fields A1111 lets override an option (initial_noise_multiplier,
+    eta)."""
+    changes, notices = stored_then_overrides(stored, body.override_settings, REQUEST_FIELDS, data_dir)
     for name in ("initial_noise_multiplier", "eta"):
         value = getattr(body, name)
         if value is None:

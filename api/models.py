@@ -16,33 +16,12 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", protected_namespaces=(), populate_by_name=True)
 
 
-class Img2ImgBody(_Lenient):
-    """POST /sdapi/v1/img2img (A1111's StableDiffusionProcessingImg2Img). API defaults, not UI defaults."""
+class ProcessingBody(_Lenient):
+    """The fields /txt2img and /img2img share (A1111's StableDiffusionProcessing). API defaults, not UI defaults."""
 
     prompt: str | None = ""
     negative_prompt: str | None = ""
     styles: list[str] | None = None
-    init_images: list[str] | None = Field(default=None, description="base64 images or data: URLs")
-    resize_mode: int | None = Field(
-        default=0,
-        description="0 just resize, 1 crop and resize, 2 resize and fill, 3 just resize (latent upscale)",
-    )
-    denoising_strength: float | None = 0.75
-    image_cfg_scale: float | None = Field(
-        default=None, description="accepted, ignored (instruct-pix2pix only)"
-    )
-    mask: str | None = Field(default=None, description="base64 mask: white = inpaint")
-    mask_blur: int | None = Field(default=None, description="sets mask_blur_x and mask_blur_y")
-    mask_blur_x: int | None = 4
-    mask_blur_y: int | None = 4
-    inpainting_fill: int | None = Field(
-        default=0, description="0 fill, 1 original, 2 latent noise, 3 latent nothing"
-    )
-    inpaint_full_res: bool | None = Field(default=True, description="true = inpaint only the masked area")
-    inpaint_full_res_padding: int | None = 0
-    inpainting_mask_invert: int | None = Field(default=0, description="1 = inpaint the unmasked area")
-    initial_noise_multiplier: float | None = None
-    latent_mask: str | None = None
     seed: int | None = -1
     subseed: int | None = -1
     subseed_strength: float | None = 0.0
@@ -66,6 +45,7 @@ class Img2ImgBody(_Lenient):
     do_not_save_samples: bool | None = False
     do_not_save_grid: bool | None = False
     eta: float | None = None
+    denoising_strength: float | None = 0.75
     s_min_uncond: float | None = None
     s_churn: float | None = None
     s_tmax: float | None = None
@@ -77,7 +57,6 @@ class Img2ImgBody(_Lenient):
     refiner_switch_at: float | None = None
     disable_extra_networks: bool | None = False
     comments: dict[str, Any] | None = None
-    include_init_images: bool | None = False
     script_name: str | None = None
     script_args: list[Any] | None = Field(default_factory=list)
     send_images: bool | None = True
@@ -85,6 +64,32 @@ class Img2ImgBody(_Lenient):
     alwayson_scripts: dict[str, Any] | None = Field(default_factory=dict)
     force_task_id: str | None = None
     infotext: str | None = None
+
+
+class Img2ImgBody(ProcessingBody):
+    """POST /sdapi/v1/img2img (A1111's StableDiffusionProcessingImg2Img): the shared fields plus these."""
+
+    init_images: list[str] | None = Field(default=None, description="base64 images or data: URLs")
+    resize_mode: int | None = Field(
+        default=0,
+        description="0 just resize, 1 crop and resize, 2 resize and fill, 3 just resize (latent upscale)",
+    )
+    image_cfg_scale: float | None = Field(
+        default=None, description="accepted, ignored (instruct-pix2pix only)"
+    )
+    mask: str | None = Field(default=None, description="base64 mask: white = inpaint")
+    mask_blur: int | None = Field(default=None, description="sets mask_blur_x and mask_blur_y")
+    mask_blur_x: int | None = 4
+    mask_blur_y: int | None = 4
+    inpainting_fill: int | None = Field(
+        default=0, description="0 fill, 1 original, 2 latent noise, 3 latent nothing"
+    )
+    inpaint_full_res: bool | None = Field(default=True, description="true = inpaint only the masked area")
+    inpaint_full_res_padding: int | None = 0
+    inpainting_mask_invert: int | None = Field(default=0, description="1 = inpaint the unmasked area")
+    initial_noise_multiplier: float | None = None
+    latent_mask: str | None = None
+    include_init_images: bool | None = False
 
 
 class ImageToImageResponse(BaseModel):

@@ -19,56 +19,24 @@ from api import img2img as img2img_job
 from api.codec import encode_png
 from api.errors import ApiError, field_error
 from api.limits import cancel_when_disconnected
-from api.models import _Lenient
+from api.models import ProcessingBody
 from pipelines.fields import RequestError
 from pipelines.generation.infotext_params import VERSION as ENGINE_VERSION
 from pipelines.generation.progress import JobControl
 from pipelines.generation.txt2img import TXT2IMG
 from pipelines.generation.txt2img_request import Txt2ImgRequest
-from pipelines.options import apply_options
 
 REQUEST_FIELDS = {f.name for f in fields(Txt2ImgRequest)}
 # Options that name img2img's folders: txt2img keeps its own (outputs/txt2img-images, -grids).
 IMG2IMG_ONLY_OPTIONS = ("outdir_img2img_samples", "outdir_img2img_grids", "initial_noise_multiplier")
 
 
-class Txt2ImgBody(_Lenient):
-    """POST /sdapi/v1/txt2img (A1111's StableDiffusionProcessingTxt2Img). API defaults, not UI defaults."""
+class Txt2ImgBody(ProcessingBody):
+    """POST /sdapi/v1/txt2img (A1111's StableDiffusionProcessingTxt2Img): the shared fields plus these."""
 
-    prompt: str | None = ""
-    negative_prompt: str | None = ""
-    styles: list[str] | None = None
-    seed: int | None = -1
-    subseed: int | None = -1
-    subseed_strength: float | None = 0.0
-    seed_resize_from_h: int | None = Field(default=-1, description="accepted, ignored")
-    seed_resize_from_w: int | None = Field(default=-1, description="accepted, ignored")
-    sampler_name: str | None = Field(default=None, description='default "Euler" (as A1111\'s API)')
-    scheduler: str | None = Field(default=None, description="schedule type: Automatic, Karras, ...")
-    batch_size: int | None = 1
-    n_iter: int | None = 1
-    steps: int | None = 50
-    cfg_scale: float | None = 7.0
-    width: int | None = 512
-    height: int | None = 512
-    restore_faces: bool | None = Field(default=None, description="not available: must be false")
-    tiling: bool | None = Field(default=None, description="not available: must be false")
-    do_not_save_samples: bool | None = False
-    do_not_save_grid: bool | None = False
-    eta: float | None = None
     denoising_strength: float | None = Field(default=0.75, description="Hires. fix second pass")
-    s_min_uncond: float | None = None
-    s_churn: float | None = None
-    s_tmax: float | None = None
-    s_tmin: float | None = None
-    s_noise: float | None = None
-    override_settings: dict[str, Any] | None = None
-    override_settings_restore_afterwards: bool | None = True
-    refiner_checkpoint: str | None = None
-    refiner_switch_at: float | None = None
-    disable_extra_networks: bool | None = False
+    sampler_index: str | int | None = Field(default="Euler", description="legacy: used when sampler_name is absent")
     firstpass_image: str | None = None
-    comments: dict[str, Any] | None = None
     enable_hr: bool | None = False
     firstphase_width: int | None = 0
     firstphase_height: int | None = 0
@@ -82,14 +50,6 @@ class Txt2ImgBody(_Lenient):
     hr_scheduler: str | None = None
     hr_prompt: str | None = ""
     hr_negative_prompt: str | None = ""
-    force_task_id: str | None = None
-    sampler_index: str | int | None = Field(default="Euler", description="legacy: used when sampler_name is absent")
-    script_name: str | None = None
-    script_args: list[Any] | None = Field(default_factory=list)
-    send_images: bool | None = True
-    save_images: bool | None = False
-    alwayson_scripts: dict[str, Any] | None = Field(default_factory=dict)
-    infotext: str | None = None
 
 
 # Fields A1111 has that this engine does not apply, with the value that means "not used".
@@ -154,20 +114,9 @@ def _reject_unavailable(body: Txt2ImgBody) -> None:
 
 
 def option_changes(body: Txt2ImgBody, stored: dict[str, Any], data_dir: Any) -> tuple[dict[str, Any], list[str]]:
-    """Stored options, then override_settings on top (A1111's order), as request changes and notices."""
-    changes: dict[str, Any] = {}
-    notices: list[str] = []
+    """Stored options (less img2img's own), then override_settings on top, as request changes and notices."""
     stored = {k: v for k, v in stored.items() if k not in IMG2IMG_ONLY_OPTIONS}
-    for source, values in (("options", stored), ("override_settings", body.override_settings or {})):
-        try:
-            applied = apply_options(values, REQUEST_FIELDS, data_dir=data_dir, source=source,
-                                    unknown_notice=source == "override_settings")
-        except RequestError as exc:
-            raise field_error(f"{source}.{exc.field}" if source == "override_settings" else exc.field,
-                              exc.message) from None
-        changes.update(applied.changes)
-        notices += applied.notices
-    return changes, notices
+    return img2img_job.stored_then_overrides(stored, body.override_settings, REQUEST_FIELDS, data_dir)
 
 
 def build_request(body: Txt2ImgBody) -> Txt2ImgRequest:
