@@ -97,6 +97,11 @@ def test_preview_is_the_linear_latent_map_at_an_eighth_of_the_size():
     assert np.abs(np.asarray(preview, np.int16) - expected.numpy().astype(np.int16)).max() <= 1
     half = latent_preview(latents.half())  # an fp16 UNet's latents give the same picture
     assert np.abs(np.asarray(half, np.int16) - np.asarray(preview, np.int16)).max() <= 1
+    sdxl = latent_preview(latents, sdxl=True)  # SDXL's latent space: A1111's SDXL map
+    weights = torch.tensor([[0.3448, 0.4168, 0.4395], [-0.1953, -0.0290, 0.0250], [0.1074, 0.0886, -0.0163],
+                            [-0.3730, -0.2499, -0.2088]])
+    expected = ((torch.einsum("chw,cr->hwr", latents[0], weights) + 1) / 2).clamp(0, 1).mul(255).round()
+    assert np.abs(np.asarray(sdxl, np.int16) - expected.numpy().astype(np.int16)).max() <= 1
 
 
 def test_decodes_above_1024_px_are_tiled_and_below_are_not():

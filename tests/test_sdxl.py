@@ -307,3 +307,21 @@ def test_img2img_scripts_run_on_sdxl(engine, script):
     req, result = run_case(engine, script)
     assert_sane(req, result)
     assert all("Model: tiny-xl" in text for text in result.infotexts)
+
+
+def test_live_preview_uses_the_sdxl_latent_colour_map(engine, monkeypatch):
+    """SDXL's VAE has its own latent space: the engine asks the preview for A1111's SDXL map, not SD 1.x's."""
+    import pipelines.generation.engine as engine_module
+    from pipelines.generation.latent_preview import latent_preview
+
+    calls = []
+
+    def recording(latents, sdxl=False):
+        calls.append(sdxl)
+        return latent_preview(latents, sdxl)
+
+    monkeypatch.setattr(engine_module, "latent_preview", recording)
+    monkeypatch.setattr(engine, "preview_every", 1)
+    previews = []
+    engine.img2img(request(steps=2, denoising_strength=1.0), on_progress=lambda u: previews.append(u.preview))
+    assert calls and all(calls) and all(p is not None and p.size == (8, 8) for p in previews)

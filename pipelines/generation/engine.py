@@ -46,6 +46,7 @@ from pipelines.io.outputs import dated_output_dir, save_failure_notice, save_ima
 from pipelines.io.styles import StyleDatabase
 from pipelines.limits import Limits, latent_upscale_source
 from pipelines.models.embeddings import embedding_token_lengths
+from pipelines.models.families import ModelFamily
 from pipelines.models.model_manager import ModelManager
 from pipelines.models.vae_codec import decode_latents, encode_images, images_from_pixels
 from pipelines.options import color_rgb
@@ -345,6 +346,7 @@ class Engine:
     def _step_callback(self, inputs: _RunInputs, start, noise, job, started, on_progress, control):
         req = inputs.req
         blend = self._blend_mask_for_step if inputs.mask is not None else None
+        sdxl = self.models.current.components.family is ModelFamily.SDXL  # its latents need their own colour map
 
         def callback(pipe, step_index, timestep, tensors):
             if control.interrupted:
@@ -365,7 +367,7 @@ class Engine:
                     latents = keep * latents + (1 - keep) * original
                     changed = {"latents": latents}
             if self.preview_every > 0 and step % self.preview_every == 0:
-                preview = latent_preview(latents)
+                preview = latent_preview(latents, sdxl)
             else:
                 preview = None
             on_progress(ProgressUpdate(job=job, job_count=req.n_iter, step=step, steps=steps,
