@@ -27,6 +27,7 @@ from pipelines.generation.progress import JobControl, ProgressCallback
 from pipelines.generation.requests import Img2ImgRequest
 from pipelines.images import image_ops
 from pipelines.images.tiles import make_image_grid
+from pipelines.options import color_rgb
 from scripts.common import (
     JobProgress,
     Output,
@@ -191,7 +192,7 @@ class _LoopbackJob:
             self.progress.starting(job, text)
             prompt = base.prompt
             if self.interrogate is not None and not self.control.interrupted:  # every loop's input
-                caption = self.interrogate(image_ops.flatten_onto_white(init))
+                caption = self.interrogate(image_ops.flatten_onto(init, color_rgb(base.background_color)))
                 prompt = f"{base.prompt}, {caption}" if base.prompt else caption
             if self.control.interrupted:
                 self.result.interrupted = True

@@ -30,6 +30,7 @@ from pipelines.generation.progress import JobControl, ProgressCallback
 from pipelines.generation.requests import Img2ImgRequest
 from pipelines.images import image_ops
 from pipelines.images.tiles import make_image_grid, outpaint_margins
+from pipelines.options import color_rgb
 from scripts.common import (
     DIRECTIONS,
     JobProgress,
@@ -188,7 +189,7 @@ def run(engine: Any, request: Img2ImgRequest, params: OutpaintingMk2Params,
     base = request.replace(return_grid=False, grid_save=False)  # A1111's do_not_save_grid: no grid per call
     base.validate()
     control = control or JobControl()
-    source = image_ops.flatten_onto_white(base.init_image)
+    source = image_ops.flatten_onto(base.init_image, color_rgb(base.background_color))  # img2img_background_color
     grow = [params.pixels if d in params.directions else 0 for d in DIRECTIONS]
     sides = [_Side(name, pixels) for name, pixels in zip(DIRECTIONS, outpaint_margins(source.width,
                                                                                       source.height, *grow))

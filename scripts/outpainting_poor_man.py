@@ -26,6 +26,7 @@ from pipelines.generation.progress import JobControl, ProgressCallback
 from pipelines.generation.requests import Img2ImgRequest
 from pipelines.images import image_ops
 from pipelines.images.tiles import expand_canvas, merge_tiles, outpaint_margins, split_tiles
+from pipelines.options import color_rgb
 from scripts.common import (
     DIRECTIONS,
     JobProgress,
@@ -99,7 +100,7 @@ def run(engine: Any, request: Img2ImgRequest, params: PoorManOutpaintingParams,
     control = control or JobControl()
 
     # 2. The grown canvas and its mask.
-    source = image_ops.flatten_onto_white(base.init_image)
+    source = image_ops.flatten_onto(base.init_image, color_rgb(base.background_color))  # img2img_background_color
     left, right, up, down = margins(source.width, source.height, params)
     canvas, mask = expand_canvas(source, left, right, up, down, mask_overlap=params.mask_blur * 2)
 

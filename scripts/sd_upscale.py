@@ -31,6 +31,7 @@ from pipelines.images.color_correction import apply_color_correction, color_refe
 from pipelines.images.tiles import Tile, merge_tiles, split_tiles
 from pipelines.limits import Limits
 from pipelines.models.upscalers import list_upscalers, resolve_upscaler, target_size, upscale
+from pipelines.options import color_rgb
 from scripts.common import (
     JobProgress,
     Output,
@@ -122,7 +123,7 @@ def run(engine: Any, request: Img2ImgRequest, params: SdUpscaleParams,
     control = control or JobControl()
 
     # 2. Upscale to scale x the source, floored to a multiple of 8; "None" tiles the source as it is (A1111).
-    source = image_ops.flatten_onto_white(base.init_image)
+    source = image_ops.flatten_onto(base.init_image, color_rgb(base.background_color))  # img2img_background_color
     # the upscaler models belong to the engine's ModelManager (which places and frees them) unless the
     # front end passed their owner explicitly
     owner = context.upscaler_models or getattr(getattr(engine, "models", None), "upscalers", None)

@@ -294,3 +294,14 @@ def test_demo_model_interrupt_mid_way(engine, tmp_path):
                  SdUpscaleParams(16, "Lanczos", 2.0), on_progress=on_progress, control=control,
                  context=context(tmp_path))
     assert result.interrupted and len(result.images) == 1 and result.images[0].size == (128, 128)
+
+
+def test_transparent_pixels_are_flattened_onto_the_background_colour_option(tmp_path):
+    """A1111 flattens the init picture onto img2img_background_color before upscaling, as img2img does."""
+    rgba = np.zeros((64, 64, 4), dtype=np.uint8)
+    rgba[:, :32] = (200, 40, 40, 255)  # left half opaque red, right half fully transparent
+    engine = FakeEngine(tmp_path)
+    run(engine, request(init_image=Image.fromarray(rgba, "RGBA"), background_color="#102030"),
+        SdUpscaleParams(16, "None", 1.0), context=context(tmp_path))
+    tile = np.asarray(tiles_sent(engine)[0])
+    assert tuple(tile[10, 10]) == (200, 40, 40) and tuple(tile[10, 50]) == (0x10, 0x20, 0x30)
