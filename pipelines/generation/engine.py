@@ -117,13 +117,7 @@ class Engine:
                 control: JobControl | None = None) -> GenerationResult:
         request.validate()
         self.limits.check_request(request)
-        report = on_progress or (lambda update: None)
-
-        def track(update: ProgressUpdate) -> None:
-            self.last_update = update
-            self.queue.report(update)
-            report(update)
-
+        track = self.progress_tracker(on_progress)
         # Inside a script's (or an API override's) job this runs inline, with that job's control.
         with self.queue.hold(IMG2IMG, control) as job, torch.inference_mode():
             self.last_update = None
@@ -132,6 +126,16 @@ class Engine:
             if job.kind == SCRIPT:
                 return result
             return add_grid(result, request, request.outdir_grids or Path(self.outputs_root) / "img2img-grids")
+
+    def progress_tracker(self, on_progress: ProgressCallback | None) -> ProgressCallback:
+        """A run's progress callback: kept for polling (last_update), told to the queue, then the caller's."""
+        report = on_progress or (lambda update: None)
+
+        def track(update: ProgressUpdate) -> None:
+            self.last_update = update
+            self.queue.report(update)
+            report(update)
+        return track
 
     def txt2img(self, request: Any, on_progress: ProgressCallback | None = None,
                 control: JobControl | None = None) -> GenerationResult:

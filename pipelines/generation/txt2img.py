@@ -31,7 +31,7 @@ from pipelines.generation.hires import (
 )
 from pipelines.generation.infotext_params import generation_params
 from pipelines.generation.noise import batch_noise, resolve_seed
-from pipelines.generation.progress import JobControl, ProgressCallback, ProgressUpdate
+from pipelines.generation.progress import JobControl, ProgressCallback
 from pipelines.generation.queue import SCRIPT
 from pipelines.generation.samplers import TIMESTEPS, SamplerChoice, resolve_sampler
 from pipelines.generation.schedules import DiscreteSigmas, RunSchedule, a1111_timesteps
@@ -77,13 +77,7 @@ def run_txt2img(engine: Engine, request: Txt2ImgRequest, on_progress: ProgressCa
         request = request.replace(hr_upscaler=name)
     width, height = request.output_size
     engine.limits.check_job("n_iter", width, height, request.batch_size * request.n_iter)
-    report = on_progress or (lambda update: None)
-
-    def track(update: ProgressUpdate) -> None:
-        engine.last_update = update
-        engine.queue.report(update)
-        report(update)
-
+    track = engine.progress_tracker(on_progress)
     with engine.queue.hold(TXT2IMG, control) as job, torch.inference_mode():
         engine.last_update = None
         result = _Txt2ImgRun(engine, request, track, job.control).run()
